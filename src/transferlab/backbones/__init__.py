@@ -1,0 +1,20 @@
+"""Backbones: one adapter per model family behind the `Backbone` interface; one registry."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from transferlab.backbones.base import Backbone
+from transferlab.backbones.hf_encoder import HFEncoder
+from transferlab.errors import ConfigError
+
+BACKBONES: dict[str, type[Backbone]] = {"minilm": HFEncoder, "hf_encoder": HFEncoder}
+
+
+def build_backbone(cfg: DictConfig) -> Backbone:
+    if cfg.name not in BACKBONES:
+        raise ConfigError(f"backbone.name={cfg.name!r}: unknown; choose one of {sorted(BACKBONES)}")
+    return BACKBONES[cfg.name].from_config(cfg)
+
+
+__all__ = ["Backbone", "BACKBONES", "build_backbone"]

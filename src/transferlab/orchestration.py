@@ -1,0 +1,62 @@
+"""Prefect settings shared by the flows: offline-safe, quiet, caches that notice deleted artifacts."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+QUIET_PREFECT_ENV = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+}
+
+
+def configure_prefect(project_root: Path) -> None:
+    """Call before importing prefect; a user's own settings win."""
+    os.environ.setdefault("PREFECT_HOME", str(project_root / ".prefect"))
+    for key, value in QUIET_PREFECT_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+class _BadInputFilter(logging.Filter):
+    """Bad input is reported once, as one line, by the entry point; drop Prefect's tracebacks of it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from transferlab.errors import TransferlabError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, TransferlabError) and "transferlab.errors." not in record.getMessage()
+
+
+def quiet_logs() -> None:
+    for name in ("prefect.task_runs", "prefect.flow_runs", "prefect.engine"):
+        logging.getLogger(name).addFilter(_BadInputFilter())
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def retry_unless_bad_input(task, task_run, state) -> bool:
+    """Retries are for flaky I/O; bad input fails the same way every time."""
+    from transferlab.errors import TransferlabError
+
+    try:
+        state.result()
+    except TransferlabError:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+def paths_exist(*names: str):
+    """A cache-key part that changes when an artifact path named by a task input is deleted."""
+    from prefect.cache_policies import CacheKeyFnPolicy
+
+    def key(_ctx, inputs: dict) -> str:
+        return "|".join(f"{n}:{Path(inputs[n]).exists()}" for n in names)
+
+    return CacheKeyFnPolicy(cache_key_fn=key)

@@ -1,0 +1,28 @@
+"""What a trained model directory says about itself: enough to rebuild it and to report its cost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as L
+from omegaconf import DictConfig, OmegaConf
+
+from transferlab.atomic import write_json
+from transferlab.resources import ResourceMeter
+
+
+def write_model_card(model_dir: Path, cfg: DictConfig, labels: list[str], feature_dim: int,
+                     meter: ResourceMeter, trainer: L.Trainer, **params: int) -> Path:
+    write_json(model_dir / "model.json", {
+        "strategy": cfg.strategy.name,
+        "kind": cfg.strategy.kind,
+        "labels": labels,
+        "feature_dim": feature_dim,
+        "backbone": OmegaConf.to_container(cfg.backbone),
+        "train_seconds": round(meter.seconds, 3),
+        "peak_memory_mb": round(meter.peak_mb, 1),
+        "gpu_peak_memory_mb": round(meter.gpu_peak_mb, 1),
+        "epochs": trainer.current_epoch,
+        **params,
+    })
+    return model_dir

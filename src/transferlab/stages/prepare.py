@@ -1,0 +1,38 @@
+"""Stage `prepare`: raw data -> cleaned, stratified train/val/test Parquet, label map, data card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from transferlab.atomic import atomic_path
+from transferlab.data import sources
+from transferlab.data.splits import data_card, split
+from transferlab.features import FeatureCache
+from transferlab.stages import artifact_dirs
+
+
+def run(data: DictConfig, seed: int, out_dir: str | Path) -> Path:
+    """Writes the whole directory at once (temp dir + rename): complete or absent."""
+    splits = split(sources.load(data), data, seed)
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        for name, frame in splits.frames.items():
+            frame.to_parquet(tmp / f"{name}.parquet", index=False)
+        (tmp / "labels.json").write_text(json.dumps(splits.labels, indent=2) + "\n")
+        (tmp / "data_card.json").write_text(json.dumps(data_card(splits), indent=2) + "\n")
+    return out_dir
+
+
+def cache_dir(data: DictConfig, seed: int, cache_root: str | Path) -> Path:
+    """Content-addressed location: the config that shapes the splits plus the raw data's hash."""
+    key = FeatureCache.key(data=OmegaConf.to_container(data), seed=seed,
+                           content=sources.fingerprint(data))
+    return Path(cache_root) / "prepared" / key
+
+
+def dvc_main(cfg: DictConfig) -> None:
+    run(cfg.data, cfg.seed, artifact_dirs(cfg)["data"])
