@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -20,11 +21,10 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from prefect import flow, task  # noqa: E402
 from prefect.cache_policies import INPUTS, TASK_SOURCE  # noqa: E402
 
-from transferlab.config import register_configs, validate  # noqa: E402
+from transferlab.config import check_group_choices, checked  # noqa: E402
 from transferlab.errors import TransferlabError  # noqa: E402
 from transferlab.stages import evaluate, extract, prepare, train  # noqa: E402
 
-register_configs()
 IO_RETRIES = dict(retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_bad_input)
 
 
@@ -61,14 +61,24 @@ def adapt(cfg: dict, run_dir: str) -> dict:
     return evaluate_task(cfg, data_dir, features_dir, run_dir)
 
 
+def discard_run_dir(run_dir: Path) -> None:
+    """A run stopped by bad input leaves nothing behind: Hydra's own files go, the folder too if empty."""
+    shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
+    for log in run_dir.glob("*.log"):
+        log.unlink()
+    if run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()
+
+
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     quiet_logs()
     run_dir = HydraConfig.get().runtime.output_dir
     try:
-        validate(cfg)
+        cfg = checked(cfg, "config")
         metrics = adapt(OmegaConf.to_container(cfg, resolve=True), run_dir)
     except TransferlabError as exc:
+        discard_run_dir(Path(run_dir))
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     print(json.dumps({k: metrics[k] for k in ("strategy", "train_size", "test_accuracy",
@@ -77,4 +87,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    try:
+        check_group_choices(sys.argv[1:])
+    except TransferlabError as exc:
+        sys.exit(f"error: {exc}")
     main()

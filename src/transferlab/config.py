@@ -1,7 +1,8 @@
-"""Structured config: the schema every YAML in conf/ and params.yaml is checked against.
+"""Structured config: the schema every composed config (flows) and params.yaml (DVC) is checked against.
 
-Registered in Hydra's ConfigStore as `config_schema`, placed first in conf/config.yaml's
-defaults, so a misspelt key or a wrong type fails at composition, before any work starts.
+The schema is applied after composition rather than through Hydra's ConfigStore, because DVC
+composes conf/ itself for `dvc exp run` and cannot see a ConfigStore. Either way a misspelt key
+or a wrong type fails before any work starts.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.errors import ConfigError
@@ -33,7 +33,7 @@ class BackboneConfig:
     name: str = "minilm"
     model: str = "sentence-transformers/all-MiniLM-L6-v2"  # hub id or local path
     local_package: Optional[str] = None  # a package that ships the weights; used when installed
-    max_length: int = 256
+    max_length: int = 128
     pooling: str = "mean"
     normalize: bool = True
 
@@ -88,8 +88,39 @@ class Config:
     seed: int = 0
 
 
-def register_configs() -> None:
-    ConfigStore.instance().store(name="config_schema", node=Config)
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def compose(overrides: list[str] | None = None) -> DictConfig:
+    """conf/config.yaml with Hydra overrides, as `dvc exp run` composes it into params.yaml."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return hydra_compose(config_name="config", overrides=overrides or [])
+
+
+def check_group_choices(overrides: list[str]) -> None:
+    """`strategy=nope` -> one line naming the options, before Hydra prints its multi-line report."""
+    for override in overrides:
+        key, sep, value = override.lstrip("+~").partition("=")
+        group = CONF_DIR / key
+        if not sep or not group.is_dir() or value.startswith(("choice(", "range(", "glob(")):
+            continue
+        options = sorted(p.stem for p in group.glob("*.yaml"))
+        for choice in value.strip("[]").split(","):
+            if choice.strip() not in options:
+                raise ConfigError(f"{key}={choice.strip()}: unknown {key}; choose one of {', '.join(options)}")
+
+
+def checked(cfg: DictConfig | dict, source: str) -> DictConfig:
+    """`cfg` merged onto the schema, then value-checked; a one-line ConfigError naming `source`."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(Config), cfg)
+    except Exception as exc:  # omegaconf's messages span lines; keep the first, name the key
+        key = getattr(exc, "full_key", None)
+        raise ConfigError(f"{source}: {key + ': ' if key else ''}{str(exc).splitlines()[0]}") from None
+    validate(merged)
+    return merged
 
 
 def validate(cfg: DictConfig) -> None:
@@ -118,9 +149,20 @@ def load_params(path: str | Path = "params.yaml") -> DictConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
-    try:
-        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path))
-    except Exception as exc:  # omegaconf's messages span lines; keep the first
-        raise ConfigError(f"{path}: {str(exc).splitlines()[0]}") from None
-    validate(cfg)
-    return cfg
+    return checked(OmegaConf.load(path), str(path))
+
+
+def write_params(path: str | Path = "params.yaml") -> None:
+    """Regenerate params.yaml from conf/'s defaults (what `dvc exp run` also does)."""
+    from transferlab.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(PARAMS_HEADER + OmegaConf.to_yaml(compose()))
+
+
+PARAMS_HEADER = ("# Generated from conf/ (python -m transferlab.config); `dvc exp run` regenerates it.\n"
+                 "# Edit conf/, not this file: tests/test_params.py checks the two agree.\n")
+
+
+if __name__ == "__main__":
+    write_params()

@@ -29,7 +29,16 @@ class _BadInputFilter(logging.Filter):
         from transferlab.errors import TransferlabError
 
         exc = record.exc_info[1] if record.exc_info else None
-        return not isinstance(exc, TransferlabError) and "transferlab.errors." not in record.getMessage()
+        if isinstance(exc, TransferlabError):
+            return False
+        message = record.getMessage()
+        return not any(f"exception {cls.__name__}:" in message for cls in _bad_input_types())
+
+
+def _bad_input_types() -> list[type]:
+    from transferlab.errors import TransferlabError
+
+    return [TransferlabError, *TransferlabError.__subclasses__()]
 
 
 def quiet_logs() -> None:
