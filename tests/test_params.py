@@ -1,0 +1,64 @@
+"""The two front ends cannot drift: params.yaml is conf/'s default, dvc.yaml is the stage list."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from transferlab.config import checked, compose, load_params
+from transferlab.errors import ConfigError
+from transferlab.stages import STAGES, artifact_dirs
+
+from conftest import ROOT
+
+
+def test_params_yaml_equals_composed_defaults():
+    composed = OmegaConf.to_container(compose())
+    on_disk = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert on_disk == composed, "params.yaml is stale: run `python -m transferlab.config`"
+
+
+def test_dvc_yaml_runs_every_stage_through_the_cli():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert tuple(stages) == STAGES
+    for name, stage in stages.items():
+        assert stage["cmd"] == f"transferlab {name}"
+        module = importlib.import_module(f"transferlab.stages.{name}")
+        assert callable(module.run) and callable(module.dvc_main)
+        assert f"src/transferlab/stages/{name}.py" in stage["deps"]
+
+
+def test_dvc_outputs_match_the_artifact_layout():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    dirs = {k: str(v) for k, v in artifact_dirs(load_params(ROOT / "params.yaml")).items()}
+    assert stages["prepare"]["outs"] == [dirs["data"]]
+    assert stages["extract"]["outs"] == [dirs["features"]]
+    assert stages["train"]["outs"] == [dirs["model"]]
+    assert list(stages["evaluate"]["metrics"][0]) == [f"{dirs['eval']}/metrics.json"]
+
+
+def test_head_only_parameters_are_not_deps_of_upstream_stages():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name in ("prepare", "extract"):
+        assert "strategy" not in stages[name]["params"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"strategy": {"lrr": 0.1}}, "strategy.lrr"),
+    ({"strategy": {"lr": "fast"}}, "strategy.lr"),
+    ({"strategy": {"lr": -1.0}}, "strategy.lr=-1.0: must be > 0"),
+    ({"strategy": {"max_epochs": 0}}, "strategy.max_epochs=0"),
+])
+def test_bad_config_is_one_line_naming_the_key(override, message):
+    with pytest.raises(ConfigError) as err:
+        checked(OmegaConf.merge(OmegaConf.to_container(compose()), override), "params.yaml")
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_overrides_compose_like_the_flow():
+    cfg = checked(compose(["strategy=finetune_full", "data.train_size=50"]), "config")
+    assert cfg.strategy.kind == "finetune" and cfg.strategy.trainable == "all"
+    assert cfg.data.train_size == 50
