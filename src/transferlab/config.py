@@ -91,11 +91,11 @@ class Config:
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
-def compose(overrides: list[str] | None = None) -> DictConfig:
+def compose(overrides: list[str] | None = None, conf_dir: Path = CONF_DIR) -> DictConfig:
     """conf/config.yaml with Hydra overrides, as `dvc exp run` composes it into params.yaml."""
     from hydra import compose as hydra_compose, initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+    with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base=None):
         return hydra_compose(config_name="config", overrides=overrides or [])
 
 
@@ -152,12 +152,12 @@ def load_params(path: str | Path = "params.yaml") -> DictConfig:
     return checked(OmegaConf.load(path), str(path))
 
 
-def write_params(path: str | Path = "params.yaml") -> None:
+def write_params(path: str | Path = "params.yaml", conf_dir: Path = CONF_DIR) -> None:
     """Regenerate params.yaml from conf/'s defaults (what `dvc exp run` also does)."""
     from transferlab.atomic import atomic_path
 
     with atomic_path(path) as tmp:
-        tmp.write_text(PARAMS_HEADER + OmegaConf.to_yaml(compose()))
+        tmp.write_text(PARAMS_HEADER + OmegaConf.to_yaml(compose(conf_dir=conf_dir)))
 
 
 PARAMS_HEADER = ("# Generated from conf/ (python -m transferlab.config); `dvc exp run` regenerates it.\n"
