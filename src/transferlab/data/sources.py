@@ -57,7 +57,7 @@ def load_table(cfg: DictConfig) -> pd.DataFrame:
         raise DataError("data.path: required for a csv data source")
     path = Path(cfg.path)
     if not path.is_file():
-        raise DataError(f"{path}: data file not found")
+        raise DataError(f"{path}: data file not found (data.path)")
     try:
         df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     except (UnicodeDecodeError, ValueError, pd.errors.ParserError) as exc:
@@ -74,10 +74,10 @@ SOURCES: dict[str, Callable[[DictConfig], pd.DataFrame]] = {
     "csv": load_table,
 }
 
-_LOCATIONS: dict[str, Callable[[DictConfig], Path]] = {
+_LOCATIONS: dict[str, Callable[[DictConfig], Path | None]] = {
     "bbc_news": _bbc_root,
     "tweet_sentiment": _tweets_file,
-    "csv": lambda cfg: Path(cfg.path or ""),
+    "csv": lambda cfg: Path(cfg.path) if cfg.path else None,
 }
 
 
@@ -89,7 +89,9 @@ def load(cfg: DictConfig) -> pd.DataFrame:
 
 def fingerprint(cfg: DictConfig) -> str:
     """Content hash of the raw data, so caches notice a changed file, not just a changed name."""
-    loc = _LOCATIONS.get(cfg.source, lambda c: Path(""))(cfg)
+    loc = _LOCATIONS.get(cfg.source, lambda c: None)(cfg)
+    if loc is None:  # nothing to hash (load() reports the missing path); never Path(""), i.e. the cwd
+        return hashlib.sha256(b"").hexdigest()[:16]
     files = sorted(p for p in loc.rglob("*") if p.is_file()) if loc.is_dir() else [loc]
     digest = hashlib.sha256()
     for f in files:

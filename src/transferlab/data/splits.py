@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
-from sklearn.model_selection import train_test_split
 
 from transferlab.errors import DataError
 
@@ -22,7 +22,10 @@ class Splits:
 def clean(df: pd.DataFrame) -> pd.DataFrame:
     """Drop rows with no label, empty or whitespace-only texts, and exact duplicate texts."""
     df = df.dropna(subset=["label"]).dropna(subset=["text"])
-    df = df.assign(text=df["text"].astype(str), label=df["label"].astype(str))
+    label = df["label"]
+    if pd.api.types.is_float_dtype(label) and (label % 1 == 0).all():
+        label = label.astype("int64")  # a CSV's 1, 2 with a blank label among them read as 1.0, 2.0
+    df = df.assign(text=df["text"].astype(str), label=label.astype(str))
     df = df[df["text"].str.strip() != ""]
     return df.drop_duplicates(subset="text").reset_index(drop=True)
 
@@ -48,7 +51,36 @@ def resolve_train_size(train_size, available: int, n_classes: int) -> int | None
     return None if count == available else count
 
 
+def _allocate(counts: np.ndarray, total: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """`total` rows spread over classes in proportion to `counts`, each class within [lo, hi].
+
+    Largest remainder, ties to the earlier class: deterministic, and the shares are as close to
+    proportional as the bounds allow. Needs sum(lo) <= total <= sum(hi).
+    """
+    assert lo.sum() <= total <= hi.sum(), (lo, total, hi)
+    ideal = total * counts / counts.sum()
+    alloc = np.clip(np.floor(ideal).astype(int), lo, hi)
+    while (diff := total - alloc.sum()) != 0:
+        room = alloc < hi if diff > 0 else alloc > lo
+        gap = ideal - alloc if diff > 0 else alloc - ideal
+        i = np.flatnonzero(room)[np.argmax(gap[room])]
+        alloc[i] += 1 if diff > 0 else -1
+    return alloc
+
+
+def _held_out_size(n: int, fraction: float, n_classes: int, key: str) -> int:
+    size = int(n * fraction + 0.5)
+    if size < n_classes:
+        raise DataError(f"{key}={fraction}: {size} of {n} rows cannot hold all {n_classes} classes")
+    return size
+
+
 def split(df: pd.DataFrame, cfg: DictConfig, seed: int) -> Splits:
+    """Stratified train/val/test with every class in every split, then the `train_size` subset.
+
+    Each class's rows are shuffled once (by `seed`) and cut into test | val | train, so test and
+    val do not depend on train_size, and a smaller train subset is drawn from the same order.
+    """
     df = clean(df)
     counts = df["label"].value_counts()
     if len(counts) < 2:
@@ -58,22 +90,32 @@ def split(df: pd.DataFrame, cfg: DictConfig, seed: int) -> Splits:
     if len(rare):
         raise DataError(f"data '{cfg.name}': class {rare.index[0]!r} has {rare.iloc[0]} example(s); "
                         "stratified train/val/test needs at least 3")
+    if cfg.val_fraction + cfg.test_fraction >= 1:
+        raise DataError(f"data.val_fraction + data.test_fraction = {cfg.val_fraction + cfg.test_fraction:g}: "
+                        "must be < 1 to leave rows for training")
     labels = sorted(counts.index)
     df = df.assign(label=df["label"].map({name: i for i, name in enumerate(labels)}))
-    try:
-        rest, test = train_test_split(df, test_size=cfg.test_fraction, stratify=df["label"],
-                                      random_state=seed)
-        val_share = cfg.val_fraction / (1 - cfg.test_fraction)
-        train, val = train_test_split(rest, test_size=val_share, stratify=rest["label"],
-                                      random_state=seed)
-        size = resolve_train_size(cfg.train_size, len(train), len(labels))
-        if size is not None:
-            train, _ = train_test_split(train, train_size=size, stratify=train["label"],
-                                        random_state=seed)
-    except ValueError as exc:
-        raise DataError(f"data '{cfg.name}': cannot stratify ({str(exc).splitlines()[0]})") from None
-    frames = {"train": train, "val": val, "test": test}
-    return Splits({k: v.reset_index(drop=True) for k, v in frames.items()}, labels)
+    sizes = counts[labels].to_numpy()
+    n, k, ones = int(sizes.sum()), len(labels), np.ones(len(labels), dtype=int)
+    n_test = _held_out_size(n, cfg.test_fraction, k, "data.test_fraction")
+    n_val = _held_out_size(n, cfg.val_fraction, k, "data.val_fraction")
+    if n_test + n_val > n - k:
+        raise DataError(f"data '{cfg.name}': {n} rows are too few for {n_test} test, {n_val} val "
+                        f"and {k} training rows")
+    test = _allocate(sizes, n_test, ones, sizes - 2)
+    val = _allocate(sizes - test, n_val, ones, sizes - test - 1)
+    pool = sizes - test - val
+    size = resolve_train_size(cfg.train_size, int(pool.sum()), k)
+    train = pool if size is None else _allocate(pool, size, ones, pool)
+
+    rng = np.random.default_rng(seed)
+    order = [rng.permutation(np.flatnonzero(df["label"].to_numpy() == i)) for i in range(k)]
+    cuts = {"test": [o[:t] for o, t in zip(order, test)],  # test, val first: rows and order
+            "val": [o[t:t + v] for o, t, v in zip(order, test, val)],  # independent of train_size
+            "train": [o[t + v:t + v + m] for o, t, v, m in zip(order, test, val, train)]}
+    frames = {name: df.iloc[rng.permutation(np.concatenate(parts))].reset_index(drop=True)
+              for name, parts in cuts.items()}
+    return Splits({name: frames[name] for name in SPLITS}, labels)
 
 
 def data_card(splits: Splits) -> dict:
