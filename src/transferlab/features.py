@@ -14,6 +14,11 @@ from safetensors.torch import load_file, save_file
 from transferlab.atomic import atomic_path
 
 
+def content_key(**parts: object) -> str:
+    """A short stable hash of everything an artifact depends on: its content address."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
 class FeatureCache:
     """A directory of `<key>/<split>.safetensors` entries, each written atomically.
 
@@ -24,10 +29,6 @@ class FeatureCache:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-
-    @staticmethod
-    def key(**parts: object) -> str:
-        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
     def entry(self, key: str) -> Path:
         return self.root / key

@@ -8,6 +8,21 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in batch.items() if k != "labels"}
+
+
+class FeatureExtractor(L.LightningModule):
+    """Inference-only wrapper: the frozen backbone's pooled features, in fp32 whatever the autocast."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self.backbone(**model_inputs(batch)).float()
+
+
 class Classifier(L.LightningModule):
     """Shared steps: cross-entropy, accuracy, logits from `predict_step`."""
 
@@ -57,8 +72,7 @@ class FinetuneClassifier(Classifier):
         self.weight_decay, self.warmup_ratio = weight_decay, warmup_ratio
 
     def logits_and_labels(self, batch):
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        return self.head(self.backbone(**inputs)), batch["labels"]
+        return self.head(self.backbone(**model_inputs(batch))), batch["labels"]
 
     def configure_optimizers(self):
         groups = [{"params": [p for p in self.backbone.parameters() if p.requires_grad], "lr": self.lr},

@@ -4,29 +4,42 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-COLUMNS = ("strategy", "train_size", "test_accuracy", "test_macro_f1", "train_accuracy",
-           "val_accuracy", "trainable_params", "train_seconds", "peak_memory_mb")
+
+def _count(n: float) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else f"{n:.0f}"
+
+
+COLUMNS: dict[str, Callable[[dict], str]] = {  # header -> cell, narrow enough for 80 columns; gap = train acc - val acc
+    "strategy": lambda m: m["strategy"],
+    "n train": lambda m: str(m["train_size"]),
+    "test acc": lambda m: f"{m['test_accuracy']:.3f}",
+    "macro F1": lambda m: f"{m['test_macro_f1']:.3f}",
+    "gap": lambda m: f"{m['train_accuracy'] - m['val_accuracy']:+.2f}",
+    "params": lambda m: _count(m["trainable_params"]),
+    "train s": lambda m: f"{m['train_seconds']:.1f}",
+    "peak MB": lambda m: f"{m['peak_memory_mb']:.0f}",
+}
 
 
 def runs_table(sweep_dir: Path) -> Table | None:
     paths = sorted(sweep_dir.glob("*/metrics.json"), key=lambda p: p.parent.name)
     if not paths:
         return None
-    table = Table(title=f"runs in {sweep_dir}")
-    for column in ("run", *COLUMNS):
-        table.add_column(column, justify="left" if column in ("run", "strategy") else "right")
+    table = Table(title=f"runs in {sweep_dir} (one folder per run)", caption="gap: train - val accuracy; params: trainable parameters")
+    table.add_column("run")
+    for header in COLUMNS:
+        table.add_column(header, justify="left" if header == "strategy" else "right",
+                         no_wrap=header == "strategy")
     for path in paths:
         metrics = json.loads(path.read_text())
-        cells = [f"{metrics.get(c):.3f}" if isinstance(metrics.get(c), float) else str(metrics.get(c, ""))
-                 for c in COLUMNS]
-        table.add_row(path.parent.name, *cells)
+        table.add_row(path.parent.name, *(cell(metrics) for cell in COLUMNS.values()))
     return table
 
 

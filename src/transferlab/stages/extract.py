@@ -14,20 +14,11 @@ from transferlab.backbones import build_backbone
 from transferlab.backbones.hf_encoder import resolve_model_location, weights_fingerprint
 from transferlab.data.datamodules import TextDataModule
 from transferlab.data.splits import SPLITS
-from transferlab.features import FeatureCache
+from transferlab.modules import FeatureExtractor
+from transferlab.features import FeatureCache, content_key
 from transferlab.stages import artifact_dirs
 from transferlab.strategies import count_parameters, freeze_backbone
 from transferlab.trainer import quiet_lightning
-
-
-class FeatureExtractor(L.LightningModule):
-    def __init__(self, backbone):
-        super().__init__()
-        self.backbone = backbone
-
-    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        return self.backbone(**inputs).float()
 
 
 def data_hash(data_dir: Path) -> str:
@@ -39,7 +30,7 @@ def data_hash(data_dir: Path) -> str:
 
 def cache_key(backbone: DictConfig, extract: DictConfig, data_dir: Path) -> str:
     location = resolve_model_location(backbone.model, backbone.local_package)
-    return FeatureCache.key(weights=weights_fingerprint(location), max_length=backbone.max_length,
+    return content_key(weights=weights_fingerprint(location), max_length=backbone.max_length,
                             pooling=backbone.pooling, normalize=backbone.normalize,
                             precision=extract.precision, data=data_hash(data_dir))
 

@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from transferlab.atomic import atomic_path
 from transferlab.data import sources
 from transferlab.data.splits import data_card, split
-from transferlab.features import FeatureCache
+from transferlab.features import content_key
 from transferlab.stages import artifact_dirs
 
 
@@ -29,7 +29,7 @@ def run(data: DictConfig, seed: int, out_dir: str | Path) -> Path:
 
 def cache_dir(data: DictConfig, seed: int, cache_root: str | Path) -> Path:
     """Content-addressed location: the config that shapes the splits plus the raw data's hash."""
-    key = FeatureCache.key(data=OmegaConf.to_container(data), seed=seed,
+    key = content_key(data=OmegaConf.to_container(data), seed=seed,
                            content=sources.fingerprint(data))
     return Path(cache_root) / "prepared" / key
 
