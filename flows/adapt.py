@@ -90,5 +90,6 @@ if __name__ == "__main__":
     try:
         check_group_choices(sys.argv[1:])
     except TransferlabError as exc:
-        sys.exit(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     main()
