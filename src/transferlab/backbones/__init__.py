@@ -11,10 +11,14 @@ from transferlab.errors import ConfigError
 BACKBONES: dict[str, type[Backbone]] = {"minilm": HFEncoder, "hf_encoder": HFEncoder}
 
 
-def build_backbone(cfg: DictConfig) -> Backbone:
+def backbone_class(cfg: DictConfig) -> type[Backbone]:
     if cfg.name not in BACKBONES:
         raise ConfigError(f"backbone.name={cfg.name!r}: unknown; choose one of {sorted(BACKBONES)}")
-    return BACKBONES[cfg.name].from_config(cfg)
+    return BACKBONES[cfg.name]
 
 
-__all__ = ["Backbone", "BACKBONES", "build_backbone"]
+def build_backbone(cfg: DictConfig) -> Backbone:
+    return backbone_class(cfg).from_config(cfg)
+
+
+__all__ = ["Backbone", "BACKBONES", "backbone_class", "build_backbone"]

@@ -70,9 +70,26 @@ class HFEncoder(Backbone):
         location = resolve_model_location(cfg.model, cfg.local_package)
         return cls(location, cfg.max_length, cfg.pooling, cfg.normalize)
 
-    def preprocess(self, items: list[str]) -> dict[str, torch.Tensor]:
-        return dict(self.tokenizer(list(items), padding=True, truncation=True,
-                                   max_length=self.max_length, return_tensors="pt"))
+    @classmethod
+    def identity(cls, cfg: Any) -> dict:
+        return {"weights": weights_fingerprint(resolve_model_location(cfg.model, cfg.local_package)),
+                "max_length": cfg.max_length, "pooling": cfg.pooling, "normalize": cfg.normalize}
+
+    def encode(self, items: list[str]) -> list[list[int]]:
+        return self.tokenizer(list(items), truncation=True, max_length=self.max_length)["input_ids"]
+
+    def collate(self, encoded: list[list[int]]) -> dict[str, torch.Tensor]:
+        """Pads to the longest item of this batch, not to max_length."""
+        width = max(len(ids) for ids in encoded)
+        ids = torch.full((len(encoded), width), self.tokenizer.pad_token_id or 0, dtype=torch.long)
+        mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        for row, seq in enumerate(encoded):
+            ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = 1
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def item_length(self, encoded_item: list[int]) -> int:
+        return len(encoded_item)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state

@@ -38,45 +38,43 @@ class FeatureDataModule(L.LightningDataModule):
         return DataLoader(self.sets[split], batch_size=1024)
 
 
-class TokenizedTexts(Dataset):
-    """Texts tokenised once up front (not per epoch); batches are padded per batch."""
+class EncodedInputs(Dataset):
+    """A split's inputs encoded once by the backbone (tokenised, resized); batches collated by it."""
 
-    def __init__(self, texts: list[str], labels: torch.Tensor, backbone):
-        enc = backbone.tokenizer(texts, truncation=True, max_length=backbone.max_length)
-        self.input_ids = enc["input_ids"]
+    def __init__(self, items: list, labels: torch.Tensor, backbone):
+        self.encoded = backbone.encode(items)
         self.labels = labels
-        self.pad_id = backbone.tokenizer.pad_token_id or 0
+        self.backbone = backbone
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i: int) -> tuple[list[int], int]:
-        return self.input_ids[i], int(self.labels[i])
+    def __getitem__(self, i: int) -> tuple:
+        return self.encoded[i], int(self.labels[i])
 
-    def collate(self, batch: list[tuple[list[int], int]]) -> dict[str, torch.Tensor]:
-        width = max(len(ids) for ids, _ in batch)
-        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (seq, _) in enumerate(batch):
-            ids[row, : len(seq)] = torch.tensor(seq)
-            mask[row, : len(seq)] = 1
-        return {"input_ids": ids, "attention_mask": mask,
-                "labels": torch.tensor([y for _, y in batch], dtype=torch.long)}
+    def collate(self, batch: list[tuple]) -> dict[str, torch.Tensor]:
+        inputs = self.backbone.collate([item for item, _ in batch])
+        return {**inputs, "labels": torch.tensor([y for _, y in batch], dtype=torch.long)}
+
+    def by_length(self) -> list[int]:
+        return sorted(range(len(self)), key=lambda i: self.backbone.item_length(self.encoded[i]))
 
 
-class TextDataModule(L.LightningDataModule):
+class InputDataModule(L.LightningDataModule):
+    """Raw inputs (texts, images) of the prepared splits, for fine-tuning and for extraction."""
+
     def __init__(self, data_dir: str | Path, backbone, batch_size: int, eval_batch_size: int = 64):
         super().__init__()
         self.data_dir, self.backbone = Path(data_dir), backbone
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.sets: dict[str, TokenizedTexts] = {}
+        self.sets: dict[str, EncodedInputs] = {}
 
     def setup(self, stage: str | None = None) -> None:
         for split in SPLITS:
             if split not in self.sets:
                 frame = read_split(self.data_dir, split)
-                self.sets[split] = TokenizedTexts(frame["text"].tolist(),
-                                                  torch.tensor(frame["label"].to_numpy()), self.backbone)
+                self.sets[split] = EncodedInputs(frame[self.backbone.input_column].tolist(),
+                                                 torch.tensor(frame["label"].to_numpy()), self.backbone)
 
     def train_dataloader(self) -> DataLoader:
         ds = self.sets["train"]
@@ -86,8 +84,15 @@ class TextDataModule(L.LightningDataModule):
         return self.loader("val")
 
     def loader(self, split: str) -> DataLoader:
+        """Length-bucketed for inference: `loader.dataset.indices` maps outputs back to rows."""
         self.setup()
         ds = self.sets[split]
-        order = sorted(range(len(ds)), key=lambda i: len(ds.input_ids[i]))  # length-bucketed inference
-        return DataLoader(torch.utils.data.Subset(ds, order), batch_size=self.eval_batch_size,
+        return DataLoader(torch.utils.data.Subset(ds, ds.by_length()), batch_size=self.eval_batch_size,
                           collate_fn=ds.collate)
+
+
+def in_row_order(outputs: torch.Tensor, loader: DataLoader) -> torch.Tensor:
+    """Undo the length bucketing of `InputDataModule.loader`: row i of the result is split row i."""
+    ordered = torch.empty_like(outputs)
+    ordered[torch.tensor(loader.dataset.indices)] = outputs
+    return ordered

@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
 from transferlab.atomic import atomic_path, write_json
-from transferlab.data.datamodules import FeatureDataModule, TextDataModule, labels_of, read_split
+from transferlab.data.datamodules import (FeatureDataModule, InputDataModule, in_row_order, labels_of,
+                                          read_split)
 from transferlab.data.splits import SPLITS
 from transferlab.stages import artifact_dirs, finetune, train_head
 from transferlab.stages.train import features_entry
@@ -32,14 +33,9 @@ def split_logits(cfg: DictConfig, card: dict, data_dir: Path, features_dir: Path
         return {s: predict_logits(module, datamodule.loader(s), cfg) for s in SPLITS}
     module = finetune.build_module(cfg, len(card["labels"]))
     module.load_state_dict(weights)
-    datamodule = TextDataModule(data_dir, module.backbone, cfg.strategy.batch_size)
-    out = {}
-    for s in SPLITS:
-        loader = datamodule.loader(s)
-        sorted_logits = predict_logits(module, loader, cfg)
-        out[s] = torch.empty_like(sorted_logits)
-        out[s][torch.tensor(loader.dataset.indices)] = sorted_logits
-    return out
+    datamodule = InputDataModule(data_dir, module.backbone, cfg.strategy.batch_size)
+    loaders = {s: datamodule.loader(s) for s in SPLITS}
+    return {s: in_row_order(predict_logits(module, loader, cfg), loader) for s, loader in loaders.items()}
 
 
 def run(cfg: DictConfig, data_dir: str | Path, features_dir: str | Path | None,

@@ -10,9 +10,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.atomic import write_json
-from transferlab.backbones import build_backbone
-from transferlab.backbones.hf_encoder import resolve_model_location, weights_fingerprint
-from transferlab.data.datamodules import TextDataModule
+from transferlab.backbones import backbone_class, build_backbone
+from transferlab.data.datamodules import InputDataModule, in_row_order
 from transferlab.data.splits import SPLITS
 from transferlab.modules import FeatureExtractor
 from transferlab.features import FeatureCache, content_key
@@ -29,10 +28,8 @@ def data_hash(data_dir: Path) -> str:
 
 
 def cache_key(backbone: DictConfig, extract: DictConfig, data_dir: Path) -> str:
-    location = resolve_model_location(backbone.model, backbone.local_package)
-    return content_key(weights=weights_fingerprint(location), max_length=backbone.max_length,
-                            pooling=backbone.pooling, normalize=backbone.normalize,
-                            precision=extract.precision, data=data_hash(data_dir))
+    return content_key(backbone=backbone_class(backbone).identity(backbone), name=backbone.name,
+                       precision=extract.precision, data=data_hash(data_dir))
 
 
 def run(backbone: DictConfig, extract: DictConfig, data_dir: str | Path, cache_root: str | Path) -> Path:
@@ -44,7 +41,7 @@ def run(backbone: DictConfig, extract: DictConfig, data_dir: str | Path, cache_r
             return cache.entry(key)
         model = build_backbone(backbone)
         freeze_backbone(model)
-        datamodule = TextDataModule(data_dir, model, batch_size=extract.batch_size,
+        datamodule = InputDataModule(data_dir, model, batch_size=extract.batch_size,
                                     eval_batch_size=extract.batch_size)
         quiet_lightning()
         trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
@@ -52,9 +49,7 @@ def run(backbone: DictConfig, extract: DictConfig, data_dir: str | Path, cache_r
                             enable_model_summary=False)
         for split in SPLITS:
             loader = datamodule.loader(split)
-            sorted_features = torch.cat(trainer.predict(FeatureExtractor(model), loader))
-            features = torch.empty_like(sorted_features)
-            features[torch.tensor(loader.dataset.indices)] = sorted_features
+            features = in_row_order(torch.cat(trainer.predict(FeatureExtractor(model), loader)), loader)
             cache.save(key, split, features, {"split": split})
         write_json(cache.entry(key) / "meta.json",
                    {"backbone": OmegaConf.to_container(backbone), "precision": extract.precision,

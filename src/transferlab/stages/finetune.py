@@ -9,7 +9,7 @@ import lightning.pytorch as L
 from omegaconf import DictConfig
 
 from transferlab.backbones import build_backbone
-from transferlab.data.datamodules import TextDataModule
+from transferlab.data.datamodules import InputDataModule
 from transferlab.modules import FinetuneClassifier
 from transferlab.resources import ResourceMeter
 from transferlab.stages.model_card import write_model_card
@@ -30,7 +30,7 @@ def run(cfg: DictConfig, data_dir: str | Path, model_dir: str | Path) -> Path:
     L.seed_everything(cfg.seed, verbose=False)
     module = build_module(cfg, len(labels))
     trainable, total = count_parameters(module)
-    datamodule = TextDataModule(data_dir, module.backbone, cfg.strategy.batch_size)
+    datamodule = InputDataModule(data_dir, module.backbone, cfg.strategy.batch_size)
     trainer = build_trainer(cfg, model_dir, every_epoch_checkpoint=True)
     with ResourceMeter() as meter:
         trainer.fit(module, datamodule, ckpt_path=resume_path(model_dir))
