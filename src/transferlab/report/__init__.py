@@ -1,0 +1,1 @@
+"""The measured comparison: per-size summaries, verdicts with noise, the recommendation in words."""
