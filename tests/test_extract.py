@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 import torch
@@ -63,3 +65,20 @@ def test_truncated_cache_file_is_rebuilt(cfg):
     (entry / "val.safetensors").write_bytes(data[: len(data) // 2])
     extract.run(cfg.backbone, cfg.extract, root / "data", root / "features")
     assert torch.allclose(load_file(entry / "val.safetensors")["features"], good, atol=1e-5)
+
+
+def test_a_subset_or_another_seed_reuses_every_embedding(cfg):
+    """Every train size and seed of one data set is embedded once: later entries embed nothing."""
+    cfg, root = cfg
+    first = extract.run(cfg.backbone, cfg.extract, root / "data", root / "features")
+    for name, seed, size in (("subset", cfg.seed, 12), ("reseeded", cfg.seed + 1, None)):
+        prepare.run(OmegaConf.merge(cfg.data, {"train_size": size}), seed, root / name)
+        entry = extract.run(cfg.backbone, cfg.extract, root / name, root / "features")
+        assert entry != first
+        assert json.loads((entry / "meta.json").read_text())["items_embedded"] == 0
+    texts = pd.read_parquet(root / "subset" / "train.parquet")["text"]
+    full = pd.read_parquet(root / "data" / "train.parquet")["text"].tolist()
+    reference = load_file(first / "train.safetensors")["features"]
+    subset = load_file(extract.run(cfg.backbone, cfg.extract, root / "subset", root / "features")
+                       / "train.safetensors")["features"]
+    assert torch.equal(subset, reference[[full.index(t) for t in texts]])

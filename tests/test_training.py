@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from transferlab.backbones import build_backbone
 from transferlab.config import checked, compose
 from transferlab.stages import evaluate, extract, prepare, train
+from transferlab.strategies import needs_features
 
 from conftest import topic_frame
 
@@ -28,7 +29,7 @@ def topic_config(root, *overrides):
 def run_pipeline(cfg, root):
     data = prepare.run(cfg.data, cfg.seed, root / "data")
     features = extract.run(cfg.backbone, cfg.extract, data, root / "features") \
-        if cfg.strategy.kind == "head" else None
+        if needs_features(cfg.strategy) else None
     train.run(cfg, data, features, root / "run")
     return evaluate.run(cfg, data, features, root / "run", root / "run")
 

@@ -26,16 +26,23 @@ class DataConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     train_size: Any = None  # None/"all", a count (int > 1) or a fraction in (0, 1]
+    limit: Optional[int] = None  # stratified subsample of the cleaned data before splitting (None = all)
+
+
+IMAGE_SOURCES = ("fashion_mnist", "mnist", "image_folder")  # data sources whose input column is `image`
+IMAGE_BACKBONES = ("efficientnet_lite0",)  # backbones whose input_column is `image`
 
 
 @dataclass
 class BackboneConfig:
     name: str = "minilm"
-    model: str = "sentence-transformers/all-MiniLM-L6-v2"  # hub id or local path
+    model: Optional[str] = "sentence-transformers/all-MiniLM-L6-v2"  # hub id or local path (hf_encoder: null until set)
     local_package: Optional[str] = None  # a package that ships the weights; used when installed
-    max_length: int = 128
+    max_length: Optional[int] = 128  # text: tokens per input
     pooling: str = "mean"
     normalize: bool = True
+    image_size: Optional[int] = None  # images: resized to image_size × image_size pixels
+    pretrained: bool = True  # false: the same architecture, randomly initialised (a baseline)
 
 
 @dataclass
@@ -45,10 +52,42 @@ class ExtractConfig:
 
 
 @dataclass
+class HeadConfig:
+    type: str = "linear"  # linear | mlp
+    hidden_dim: int = 256  # mlp only
+    dropout: float = 0.0  # mlp only
+
+
+@dataclass
+class ProbeConfig:
+    """lp_ft's first phase: a linear probe on the cached features, whose head fine-tuning starts from."""
+
+    lr: float = 1e-2
+    batch_size: int = 32
+    max_epochs: int = 200
+    patience: int = 10
+
+
+@dataclass
+class LoraConfig:
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.1
+    target_modules: Optional[list[str]] = None  # None: the backbone's declared default
+
+
+@dataclass
 class StrategyConfig:
     name: str = "linear_probe"
     kind: str = "head"  # head: trained on cached features | finetune: backbone + head
-    trainable: str = "head"  # head | all
+    trainable: str = "head"  # head | all | last_n | lora: what trains from the first epoch
+    last_n: int = 2  # trainable=last_n: the top N layer groups
+    layer_decay: Optional[float] = None  # LLRD: each lower group's lr = the one above's x this
+    unfreeze_every: Optional[int] = None  # gradual unfreezing: one more group every k epochs
+    probe_first: bool = False  # LP-FT: start fine-tuning from a converged linear probe
+    head: HeadConfig = field(default_factory=HeadConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
     lr: float = 1e-2
     head_lr: Optional[float] = None  # finetune: the new head's learning rate (None = lr)
     weight_decay: float = 0.0
@@ -72,6 +111,15 @@ class TrainerConfig:
 
 
 @dataclass
+class CompareConfig:
+    strategies: list[str] = field(default_factory=lambda: ["linear_probe", "finetune_full"])
+    train_sizes: list[Any] = field(default_factory=lambda: [50, 200])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    workers: int = 1
+    tie_margin: float = 0.005
+
+
+@dataclass
 class PathsConfig:
     cache_dir: str = ".cache/transferlab"  # content-addressed prepared data and features (flows)
     artifacts_dir: str = "artifacts"  # the fixed layout that dvc.yaml declares
@@ -85,6 +133,7 @@ class Config:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
     seed: int = 0
 
 
@@ -123,12 +172,27 @@ def checked(cfg: DictConfig | dict, source: str) -> DictConfig:
     return merged
 
 
+TRAINABLE = ("head", "all", "last_n", "lora")
+
+
 def validate(cfg: DictConfig) -> None:
     """Value checks the type system cannot express; raises a one-line ConfigError."""
     s = cfg.strategy
+    images, reads_images = cfg.data.source in IMAGE_SOURCES, cfg.backbone.name in IMAGE_BACKBONES
     checks = [
         (s.kind in ("head", "finetune"), "strategy.kind", s.kind, "must be 'head' or 'finetune'"),
-        (s.trainable in ("head", "all"), "strategy.trainable", s.trainable, "must be 'head' or 'all'"),
+        (s.trainable in TRAINABLE, "strategy.trainable", s.trainable, f"must be one of {TRAINABLE}"),
+        (s.kind == "finetune" or s.trainable == "head", "strategy.trainable", s.trainable,
+         "a kind=head strategy trains only the head"),
+        (s.last_n > 0, "strategy.last_n", s.last_n, "must be > 0"),
+        (s.layer_decay is None or 0 < s.layer_decay <= 1, "strategy.layer_decay", s.layer_decay,
+         "must be in (0, 1]"),
+        (s.unfreeze_every is None or s.unfreeze_every > 0, "strategy.unfreeze_every", s.unfreeze_every,
+         "must be > 0"),
+        (s.head.type in ("linear", "mlp"), "strategy.head.type", s.head.type, "must be 'linear' or 'mlp'"),
+        (0 <= s.head.dropout < 1, "strategy.head.dropout", s.head.dropout, "must be in [0, 1)"),
+        (s.probe.lr > 0, "strategy.probe.lr", s.probe.lr, "must be > 0"),
+        (s.lora.r > 0, "strategy.lora.r", s.lora.r, "must be > 0"),
         (s.lr > 0, "strategy.lr", s.lr, "must be > 0"),
         (s.head_lr is None or s.head_lr > 0, "strategy.head_lr", s.head_lr, "must be > 0"),
         (s.max_epochs > 0, "strategy.max_epochs", s.max_epochs, "must be > 0"),
@@ -138,6 +202,16 @@ def validate(cfg: DictConfig) -> None:
          "must be 'fp32' or 'bf16'"),
         (0 < cfg.data.val_fraction < 1, "data.val_fraction", cfg.data.val_fraction, "must be in (0, 1)"),
         (0 < cfg.data.test_fraction < 1, "data.test_fraction", cfg.data.test_fraction, "must be in (0, 1)"),
+        (cfg.backbone.model is not None, "backbone.model", None, "required: a hub id or a local path"),
+        (images == reads_images, "backbone", cfg.backbone.name,
+         f"reads {'images' if reads_images else 'text'} but data '{cfg.data.name}' holds "
+         f"{'images' if images else 'text'}; choose " + (f"an image backbone ({', '.join(IMAGE_BACKBONES)})"
+                                                         if images else "a text backbone (minilm, hf_encoder)")),
+        (cfg.data.limit is None or cfg.data.limit > 0, "data.limit", cfg.data.limit, "must be > 0 or null"),
+        (cfg.backbone.image_size is None or cfg.backbone.image_size >= 32, "backbone.image_size",
+         cfg.backbone.image_size, "must be >= 32 or null"),
+        (cfg.backbone.max_length is None or cfg.backbone.max_length > 0, "backbone.max_length",
+         cfg.backbone.max_length, "must be > 0 or null"),
     ]
     for ok, key, value, why in checks:
         if not ok:

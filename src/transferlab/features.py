@@ -19,12 +19,22 @@ def content_key(**parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-class FeatureCache:
-    """A directory of `<key>/<split>.safetensors` entries, each written atomically.
+def item_digest(item: object) -> bytes:
+    """Identity of one input (a text, an image's bytes): what an embedding is stored under."""
+    return hashlib.sha256(item if isinstance(item, bytes) else str(item).encode()).digest()[:16]
 
-    The key hashes everything the embeddings depend on, so a hit can be trusted and a
-    change anywhere upstream (weights, max_length, pooling, precision, data) is a miss.
-    An entry that fails to load (truncated, corrupt) counts as a miss and is rebuilt.
+
+class FeatureCache:
+    """Frozen-backbone features on disk, at two levels, every file written atomically.
+
+    - An item store per backbone identity (`items/<backbone key>/`): the embedding of every input
+      ever extracted with those weights and that preprocessing, keyed by the input's digest. Any
+      split, subset or seed of the same data reuses it, so each input is embedded once.
+    - Entries `<key>/<split>.safetensors` for one prepared data set, assembled from the store.
+
+    Keys hash everything the embeddings depend on, so a hit can be trusted and a change upstream
+    (weights, max_length, pooling, precision, data) is a miss. A file that fails to load
+    (truncated, corrupt) counts as a miss and is rebuilt.
     """
 
     def __init__(self, root: str | Path):
@@ -53,3 +63,23 @@ class FeatureCache:
             save_file({"features": features.contiguous()}, str(tmp),
                       metadata={k: str(v) for k, v in meta.items()})
         return path
+
+    def store(self, backbone_key: str) -> Path:
+        return self.root / "items" / backbone_key
+
+    def load_items(self, backbone_key: str) -> tuple[dict[bytes, int], torch.Tensor | None]:
+        """(digest -> row, features) of the item store; empty when absent or unreadable."""
+        path = self.store(backbone_key) / "features.safetensors"
+        try:
+            tensors = load_file(path)
+        except (SafetensorError, OSError, KeyError):
+            return {}, None
+        digests = tensors["digests"].numpy()
+        return {bytes(row): i for i, row in enumerate(digests)}, tensors["features"]
+
+    def save_items(self, backbone_key: str, digests: list[bytes], features: torch.Tensor) -> None:
+        path = self.store(backbone_key) / "features.safetensors"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = torch.frombuffer(bytearray(b"".join(digests)), dtype=torch.uint8).reshape(len(digests), 16)
+        with atomic_path(path) as tmp:
+            save_file({"digests": rows, "features": features.contiguous()}, str(tmp))

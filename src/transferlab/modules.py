@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import lightning.pytorch as L
 import torch
 import torch.nn.functional as F
@@ -44,12 +46,20 @@ class Classifier(L.LightningModule):
         return self.logits_and_labels(batch)[0].float()
 
 
-class HeadClassifier(Classifier):
-    """Transfer learning: a linear head trained on frozen-backbone features."""
+def build_head(feature_dim: int, num_classes: int, head: Any) -> nn.Module:
+    """`linear`, or `mlp`: one hidden layer with ReLU and dropout."""
+    if head.type == "mlp":
+        return nn.Sequential(nn.Linear(feature_dim, head.hidden_dim), nn.ReLU(), nn.Dropout(head.dropout),
+                             nn.Linear(head.hidden_dim, num_classes))
+    return nn.Linear(feature_dim, num_classes)
 
-    def __init__(self, feature_dim: int, num_classes: int, lr: float, weight_decay: float):
+
+class HeadClassifier(Classifier):
+    """Transfer learning: a head trained on frozen-backbone features."""
+
+    def __init__(self, head: nn.Module, lr: float, weight_decay: float):
         super().__init__()
-        self.head = nn.Linear(feature_dim, num_classes)
+        self.head = head
         self.lr, self.weight_decay = lr, weight_decay
 
     def logits_and_labels(self, batch):
@@ -61,23 +71,21 @@ class HeadClassifier(Classifier):
 
 
 class FinetuneClassifier(Classifier):
-    """Fine-tuning: backbone + head; the strategy has already set what requires grad."""
+    """Fine-tuning: backbone + head. The strategy has set what requires grad and built the
+    optimizer's parameter groups (with their learning rates) before this module sees them."""
 
-    def __init__(self, backbone: nn.Module, num_classes: int, lr: float, head_lr: float | None,
+    def __init__(self, backbone: nn.Module, head: nn.Module, param_groups: Callable[[], list[dict]],
                  weight_decay: float, warmup_ratio: float):
         super().__init__()
-        self.backbone = backbone
-        self.head = nn.Linear(backbone.feature_dim, num_classes)
-        self.lr, self.head_lr = lr, head_lr or lr
+        self.backbone, self.head = backbone, head
+        self.param_groups = param_groups
         self.weight_decay, self.warmup_ratio = weight_decay, warmup_ratio
 
     def logits_and_labels(self, batch):
         return self.head(self.backbone(**model_inputs(batch))), batch["labels"]
 
     def configure_optimizers(self):
-        groups = [{"params": [p for p in self.backbone.parameters() if p.requires_grad], "lr": self.lr},
-                  {"params": list(self.head.parameters()), "lr": self.head_lr}]
-        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=self.weight_decay)
+        optimizer = torch.optim.AdamW(self.param_groups(), weight_decay=self.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(self.warmup_ratio * total)
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 QUIET_PREFECT_ENV = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -69,3 +73,34 @@ def paths_exist(*names: str):
         return "|".join(f"{n}:{Path(inputs[n]).exists()}" for n in names)
 
     return CacheKeyFnPolicy(cache_key_fn=key)
+
+
+def discard_run_dir(run_dir: Path) -> None:
+    """A run stopped by bad input leaves nothing behind: Hydra's own files go, the folder too if empty."""
+    shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
+    for log in run_dir.glob("*.log"):
+        log.unlink()
+    if run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()
+
+
+@contextmanager
+def exit_on_bad_input(run_dir: Path | None = None) -> Iterator[None]:
+    """Bad input ends the command with one line on stderr, exit code 2, and no partial run folder."""
+    from transferlab.errors import TransferlabError
+
+    try:
+        yield
+    except TransferlabError as exc:
+        if run_dir is not None:
+            discard_run_dir(run_dir)
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def check_group_options() -> None:
+    """`strategy=nope` on the command line: one line naming the options, before Hydra's report."""
+    from transferlab.config import check_group_choices
+
+    with exit_on_bad_input():
+        check_group_choices(sys.argv[1:])

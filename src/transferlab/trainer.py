@@ -24,9 +24,11 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*number of training batches.*")
+    warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")  # frozen groups, on purpose
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, every_epoch_checkpoint: bool) -> L.Trainer:
+def build_trainer(cfg: DictConfig, run_dir: Path, every_epoch_checkpoint: bool,
+                  extra_callbacks: list | None = None) -> L.Trainer:
     """Early stopping on val_loss; the best checkpoint kept, and `last.ckpt` each epoch to resume."""
     quiet_lightning()
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor="val_loss", mode="min",
@@ -34,7 +36,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, every_epoch_checkpoint: bool) 
     stopping = EarlyStopping(monitor="val_loss", mode="min", patience=cfg.strategy.patience)
     return instantiate(cfg.trainer, max_epochs=cfg.strategy.max_epochs,
                        gradient_clip_val=cfg.strategy.gradient_clip_val,
-                       callbacks=[checkpoint, stopping],
+                       callbacks=[checkpoint, stopping, *(extra_callbacks or [])],
                        logger=CSVLogger(run_dir, name="logs", version=""),
                        default_root_dir=str(run_dir))
 

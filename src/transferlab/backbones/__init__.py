@@ -5,10 +5,12 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from transferlab.backbones.base import Backbone
+from transferlab.backbones.efficientnet import EfficientNetLite
 from transferlab.backbones.hf_encoder import HFEncoder
 from transferlab.errors import ConfigError
 
-BACKBONES: dict[str, type[Backbone]] = {"minilm": HFEncoder, "hf_encoder": HFEncoder}
+BACKBONES: dict[str, type[Backbone]] = {"minilm": HFEncoder, "hf_encoder": HFEncoder,
+                                        "efficientnet_lite0": EfficientNetLite}
 
 
 def backbone_class(cfg: DictConfig) -> type[Backbone]:

@@ -20,6 +20,7 @@ class Backbone(nn.Module, ABC):
     feature_dim: int
     fingerprint: str  # identifies the weights, for content-addressed caches
     input_column: str = "text"  # the prepared splits' column this backbone reads
+    lora_targets: tuple[str, ...] = ()  # module names LoRA adapts unless the strategy names others
 
     @classmethod
     @abstractmethod
@@ -51,3 +52,32 @@ class Backbone(nn.Module, ABC):
 
     @abstractmethod
     def layer_groups(self) -> list[tuple[str, nn.Module]]: ...
+
+    def train(self, mode: bool = True) -> "Backbone":
+        """`.train()` that leaves frozen normalisation layers in eval mode.
+
+        A BatchNorm (or any norm layer with running statistics) whose weights are all frozen
+        keeps normalising with, and never updates, its pre-trained statistics, however often
+        Lightning or a strategy calls `.train()` on the model around it. Its mode follows its
+        weights at the time of the call: unfreeze them, call `.train()` again, and it trains.
+        """
+        super().train(mode)
+        if mode:
+            all_frozen = not any(p.requires_grad for p in self.parameters())
+            for module in self.modules():
+                if is_frozen_norm(module, all_frozen):
+                    module.eval()
+        return self
+
+
+def is_frozen_norm(module: nn.Module, all_frozen: bool = False) -> bool:
+    """A normalisation layer with running statistics (BatchNorm*, tracking InstanceNorm*) whose
+    parameters are all frozen; one without affine parameters counts as frozen when the whole
+    backbone (`all_frozen`) is. Lightning's `BaseFinetuning.freeze` turns `track_running_stats`
+    off on frozen BatchNorm, which in train mode would normalise with batch statistics instead of
+    the pre-trained ones: eval mode keeps the pre-trained statistics in use either way.
+    """
+    if not isinstance(module, nn.modules.batchnorm._NormBase) or module.running_mean is None:
+        return False
+    params = list(module.parameters())
+    return not any(p.requires_grad for p in params) if params else all_frozen

@@ -13,6 +13,8 @@ from torch import nn
 from transferlab.backbones.base import Backbone
 from transferlab.errors import ConfigError
 
+RANDOM_INIT_SEED = 0  # pretrained=false builds the same randomly initialised network every time
+
 
 def resolve_model_location(model: str, local_package: str | None) -> str:
     """An existing local path wins, then a package that ships the weights, then the hub id."""
@@ -43,19 +45,29 @@ def weights_fingerprint(location: str) -> str:
 class HFEncoder(Backbone):
     """`transformers.AutoModel` + mean pooling over the attention mask (+ optional L2 norm)."""
 
-    def __init__(self, location: str, max_length: int, pooling: str = "mean", normalize: bool = True):
+    lora_targets = ("query", "value")  # BERT-family attention projections
+
+    def __init__(self, location: str, max_length: int, pooling: str = "mean", normalize: bool = True,
+                 pretrained: bool = True):
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         if pooling != "mean":
             raise ConfigError(f"backbone.pooling={pooling!r}: only 'mean' is supported")
+        if not max_length or max_length <= 0:
+            raise ConfigError(f"backbone.max_length={max_length!r}: a text backbone needs a token count > 0")
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(location)
-            self.model = AutoModel.from_pretrained(location)
-        except OSError as exc:
+            if pretrained:
+                self.model = AutoModel.from_pretrained(location)
+            else:  # the same architecture, randomly initialised: the baseline pre-training is measured against
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(RANDOM_INIT_SEED)
+                    self.model = AutoModel.from_config(AutoConfig.from_pretrained(location))
+        except (OSError, ValueError) as exc:
             raise ConfigError(f"backbone.model={location!r}: cannot be loaded "
                               f"({str(exc).splitlines()[0]})") from None
         if getattr(self.model, "pooler", None) is not None:
@@ -63,17 +75,20 @@ class HFEncoder(Backbone):
         self.max_length = max_length
         self.normalize = normalize
         self.feature_dim = int(self.model.config.hidden_size)
-        self.fingerprint = weights_fingerprint(location)
+        self.fingerprint = weights_fingerprint(location) if pretrained else f"random-{RANDOM_INIT_SEED}"
 
     @classmethod
     def from_config(cls, cfg: Any) -> "HFEncoder":
         location = resolve_model_location(cfg.model, cfg.local_package)
-        return cls(location, cfg.max_length, cfg.pooling, cfg.normalize)
+        return cls(location, cfg.max_length, cfg.pooling, cfg.normalize, cfg.get("pretrained", True))
 
     @classmethod
     def identity(cls, cfg: Any) -> dict:
-        return {"weights": weights_fingerprint(resolve_model_location(cfg.model, cfg.local_package)),
-                "max_length": cfg.max_length, "pooling": cfg.pooling, "normalize": cfg.normalize}
+        identity = {"weights": weights_fingerprint(resolve_model_location(cfg.model, cfg.local_package)),
+                    "max_length": cfg.max_length, "pooling": cfg.pooling, "normalize": cfg.normalize}
+        if not cfg.get("pretrained", True):  # only when set, so caches of pretrained features stay valid
+            identity["pretrained"] = False
+        return identity
 
     def encode(self, items: list[str]) -> list[list[int]]:
         return self.tokenizer(list(items), truncation=True, max_length=self.max_length)["input_ids"]
@@ -98,6 +113,46 @@ class HFEncoder(Backbone):
         return F.normalize(pooled, dim=-1) if self.normalize else pooled
 
     def layer_groups(self) -> list[tuple[str, nn.Module]]:
-        groups: list[tuple[str, nn.Module]] = [("embeddings", self.model.embeddings)]
-        groups += [(f"block{i}", layer) for i, layer in enumerate(self.model.encoder.layer)]
-        return groups
+        """embeddings, block0 … blockN-1, and `final` when weights follow the blocks (a final norm)."""
+        return transformer_layer_groups(self.model)
+
+
+def transformer_layer_groups(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Layer groups of any `transformers` encoder, found from its structure rather than its family.
+
+    The blocks are the ModuleList of `config.num_hidden_layers` layers (BERT's `encoder.layer`,
+    DistilBERT's `transformer.layer`, GPT-2's `h`, ModernBERT's `layers`). Along the path from the
+    root to that list, the modules registered before it form `embeddings` and those after it
+    `final`, so every weight lands in exactly one group.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under PEFT
+    path, blocks = block_list(base)
+    before: list[nn.Module] = []
+    after: list[nn.Module] = []
+    owner = base
+    for step in path:
+        children = list(owner.named_children())
+        at = [name for name, _ in children].index(step)
+        before += [m for _, m in children[:at]]
+        after += [m for _, m in children[at + 1:]]
+        owner = getattr(owner, step)
+    embeddings = getattr(base, "embeddings", None)
+    groups: list[tuple[str, nn.Module]] = [
+        ("embeddings", embeddings if before == [embeddings] else nn.ModuleList(before))]
+    groups += [(f"block{i}", layer) for i, layer in enumerate(blocks)]
+    if any(True for m in after for _ in m.parameters()):
+        groups.append(("final", nn.ModuleList(after)))
+    return groups
+
+
+def block_list(model: nn.Module) -> tuple[list[str], nn.ModuleList]:
+    """The attribute path to, and the ModuleList of, the model's transformer blocks."""
+    depth = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    candidates = [(name, module) for name, module in model.named_modules()
+                  if isinstance(module, nn.ModuleList) and len(module) > 0
+                  and (depth is None or len(module) == depth)]
+    if not candidates:
+        raise ConfigError(f"{type(model).__name__}: no list of {depth or 'transformer'} blocks found "
+                          "to form layer groups")
+    name, blocks = max(candidates, key=lambda c: sum(p.numel() for p in c[1].parameters()))
+    return name.split("."), blocks

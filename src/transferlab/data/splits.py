@@ -19,15 +19,57 @@ class Splits:
     labels: list[str]  # index -> name; the label map
 
 
+def input_column(df: pd.DataFrame) -> str:
+    """The column a backbone reads: `image` for image sources, else `text`."""
+    return "image" if "image" in df.columns else "text"
+
+
+def _content_key(item) -> bytes | None:
+    """Identity of one image for de-duplication: its bytes, or an array's shape + pixels."""
+    if isinstance(item, (bytes, bytearray)):
+        return bytes(item) or None
+    if isinstance(item, np.ndarray):
+        return repr(item.shape).encode() + item.tobytes() if item.size else None
+    return None
+
+
 def clean(df: pd.DataFrame) -> pd.DataFrame:
-    """Drop rows with no label, empty or whitespace-only texts, and exact duplicate texts."""
-    df = df.dropna(subset=["label"]).dropna(subset=["text"])
+    """Drop rows with no label, empty inputs (blank texts, zero-byte images) and exact duplicates."""
+    column = input_column(df)
+    df = df.dropna(subset=["label"]).dropna(subset=[column])
     label = df["label"]
     if pd.api.types.is_float_dtype(label) and (label % 1 == 0).all():
         label = label.astype("int64")  # a CSV's 1, 2 with a blank label among them read as 1.0, 2.0
-    df = df.assign(text=df["text"].astype(str), label=label.astype(str))
-    df = df[df["text"].str.strip() != ""]
-    return df.drop_duplicates(subset="text").reset_index(drop=True)
+    if column == "text":
+        df = df.assign(text=df["text"].astype(str), label=label.astype(str))
+        df = df[df["text"].str.strip() != ""]
+        return df.drop_duplicates(subset="text").reset_index(drop=True)
+    keys = df[column].map(_content_key)
+    df = df.assign(label=label.astype(str))[keys.notna().to_numpy()]
+    return df[~keys.dropna().duplicated().to_numpy()].reset_index(drop=True)
+
+
+def limit_rows(df: pd.DataFrame, limit, seed: int) -> pd.DataFrame:
+    """A stratified subsample of `limit` rows keeping every class (at least 3 rows each, so it can
+    still be split), in the original row order; drawn by `seed`, independently of the split."""
+    if limit is None:
+        return df
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+        raise DataError(f"data.limit={limit!r}: must be a count > 0 or null")
+    if limit >= len(df):
+        return df
+    labels = sorted(df["label"].unique())
+    sizes = df["label"].value_counts()[labels].to_numpy()
+    floor = np.minimum(sizes, 3)
+    if limit < floor.sum():
+        raise DataError(f"data.limit={limit}: too few to keep 3 rows of each of the {len(labels)} classes "
+                        f"(needs at least {floor.sum()})")
+    keep = _allocate(sizes, limit, floor, sizes)
+    rng = np.random.default_rng([seed, 1])  # its own stream: the split's draws do not depend on it
+    values = df["label"].to_numpy()
+    rows = np.concatenate([rng.permutation(np.flatnonzero(values == name))[:n]
+                           for name, n in zip(labels, keep)])
+    return df.iloc[np.sort(rows)].reset_index(drop=True)
 
 
 def resolve_train_size(train_size, available: int, n_classes: int) -> int | None:
@@ -81,7 +123,7 @@ def split(df: pd.DataFrame, cfg: DictConfig, seed: int) -> Splits:
     Each class's rows are shuffled once (by `seed`) and cut into test | val | train, so test and
     val do not depend on train_size, and a smaller train subset is drawn from the same order.
     """
-    df = clean(df)
+    df = limit_rows(clean(df), cfg.get("limit"), seed)
     counts = df["label"].value_counts()
     if len(counts) < 2:
         raise DataError(f"data '{cfg.name}': needs at least 2 classes, found {len(counts)} "

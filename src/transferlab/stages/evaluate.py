@@ -38,6 +38,14 @@ def split_logits(cfg: DictConfig, card: dict, data_dir: Path, features_dir: Path
     return {s: in_row_order(predict_logits(module, loader, cfg), loader) for s, loader in loaders.items()}
 
 
+def identify_rows(frame: pd.DataFrame) -> dict[str, pd.Series]:
+    """What predictions.csv shows of each input: the text itself; for an image, where it came from
+    (its file or data-set name, else its row number), never its bytes."""
+    if "text" in frame.columns:
+        return {"text": frame["text"]}
+    return {"image": frame["name"] if "name" in frame.columns else pd.Series(range(len(frame)))}
+
+
 def run(cfg: DictConfig, data_dir: str | Path, features_dir: str | Path | None,
         model_dir: str | Path, out_dir: str | Path) -> dict:
     data_dir, model_dir, out_dir = Path(data_dir), Path(model_dir), Path(out_dir)
@@ -48,6 +56,8 @@ def run(cfg: DictConfig, data_dir: str | Path, features_dir: str | Path | None,
     names, ids = card["labels"], list(range(len(card["labels"])))
     metrics = {
         "strategy": card["strategy"],
+        "kind": card["kind"],
+        "seed": card["seed"],
         "train_size": int(len(truth["train"])),
         "test_accuracy": accuracy_score(truth["test"], pred["test"]),
         "test_macro_f1": f1_score(truth["test"], pred["test"], average="macro", labels=ids, zero_division=0),
@@ -58,6 +68,7 @@ def run(cfg: DictConfig, data_dir: str | Path, features_dir: str | Path | None,
         "train_seconds": card["train_seconds"],
         "peak_memory_mb": card["peak_memory_mb"],
         "epochs": card["epochs"],
+        "trained_groups": " ".join(card["trained_groups"]) or "head only",
     }
     metrics = {k: round(float(v), 6) if isinstance(v, (float, np.floating)) else v for k, v in metrics.items()}
     write_json(out_dir / "classification_report.json", {
@@ -67,7 +78,7 @@ def run(cfg: DictConfig, data_dir: str | Path, features_dir: str | Path | None,
                              "matrix": confusion_matrix(truth["test"], pred["test"], labels=ids).tolist()},
     })
     probs = torch.softmax(logits["test"], -1).numpy()
-    table = pd.DataFrame({"text": read_split(data_dir, "test")["text"],
+    table = pd.DataFrame({**identify_rows(read_split(data_dir, "test")),
                           "actual": [names[i] for i in truth["test"]],
                           "predicted": [names[i] for i in pred["test"]]})
     table = pd.concat([table, pd.DataFrame(probs, columns=[f"p_{n}" for n in names])], axis=1)

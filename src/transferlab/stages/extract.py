@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import time
 from pathlib import Path
 
 import lightning.pytorch as L
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Subset
 
 from transferlab.atomic import write_json
 from transferlab.backbones import backbone_class, build_backbone
-from transferlab.data.datamodules import InputDataModule, in_row_order
+from transferlab.data.datamodules import EncodedInputs, in_row_order, read_split
 from transferlab.data.splits import SPLITS
 from transferlab.modules import FeatureExtractor
-from transferlab.features import FeatureCache, content_key
+from transferlab.features import FeatureCache, content_key, item_digest
 from transferlab.stages import artifact_dirs
 from transferlab.strategies import count_parameters, freeze_backbone
 from transferlab.trainer import quiet_lightning
@@ -27,33 +30,70 @@ def data_hash(data_dir: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def cache_key(backbone: DictConfig, extract: DictConfig, data_dir: Path) -> str:
+def backbone_key(backbone: DictConfig, extract: DictConfig) -> str:
     return content_key(backbone=backbone_class(backbone).identity(backbone), name=backbone.name,
-                       precision=extract.precision, data=data_hash(data_dir))
+                       precision=extract.precision)
+
+
+def cache_key(backbone: DictConfig, extract: DictConfig, data_dir: Path) -> str:
+    return content_key(store=backbone_key(backbone, extract), data=data_hash(data_dir))
+
+
+def embed(backbone: DictConfig, extract: DictConfig, items: list) -> tuple[torch.Tensor, dict]:
+    """Features of `items` with the frozen backbone (length-bucketed batches), and its facts."""
+    model = build_backbone(backbone)
+    freeze_backbone(model)
+    dataset = EncodedInputs(items, torch.zeros(len(items), dtype=torch.long), model)
+    loader = DataLoader(Subset(dataset, dataset.by_length()), batch_size=extract.batch_size,
+                        collate_fn=dataset.collate)
+    quiet_lightning()
+    trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
+                        precision="bf16-mixed" if extract.precision == "bf16" else "32-true",
+                        enable_model_summary=False)
+    features = in_row_order(torch.cat(trainer.predict(FeatureExtractor(model), loader)), loader)
+    return features, {"feature_dim": model.feature_dim, "backbone_params": count_parameters(model)[1]}
+
+
+def update_store(cache: FeatureCache, store_key: str, backbone: DictConfig, extract: DictConfig,
+                 items: list) -> tuple[dict[bytes, int], torch.Tensor, dict]:
+    """Embed only the items the store lacks; returns the store's index, features and facts."""
+    with cache.lock(f"items-{store_key}"):
+        index, features = cache.load_items(store_key)
+        facts_path = cache.store(store_key) / "meta.json"
+        missing = {item_digest(x): x for x in items if item_digest(x) not in index}
+        if not missing and features is not None and facts_path.is_file():
+            return index, features, {**json.loads(facts_path.read_text()), "extract_seconds": 0.0,
+                                     "items_embedded": 0}
+        started = time.perf_counter()
+        new, facts = embed(backbone, extract, list(missing.values()))
+        digests = [d for d, _ in sorted(index.items(), key=lambda kv: kv[1])] + list(missing)
+        features = new if features is None else torch.cat([features, new])
+        cache.save_items(store_key, digests, features)
+        facts["extract_seconds"] = round(time.perf_counter() - started, 3)
+        facts["items_embedded"] = len(missing)
+        write_json(facts_path, facts)
+        return {d: i for i, d in enumerate(digests)}, features, facts
 
 
 def run(backbone: DictConfig, extract: DictConfig, data_dir: str | Path, cache_root: str | Path) -> Path:
-    """Returns the cache entry holding `<split>.safetensors` + meta.json; a hit loads nothing."""
+    """Returns the entry holding `<split>.safetensors` + meta.json; inputs already embedded with
+    this backbone (by any earlier split, subset or seed) are looked up, not recomputed."""
     data_dir, cache = Path(data_dir), FeatureCache(cache_root)
     key = cache_key(backbone, extract, data_dir)
     with cache.lock(key):
         if all(cache.load(key, s) is not None for s in SPLITS) and (cache.entry(key) / "meta.json").is_file():
             return cache.entry(key)
-        model = build_backbone(backbone)
-        freeze_backbone(model)
-        datamodule = InputDataModule(data_dir, model, batch_size=extract.batch_size,
-                                    eval_batch_size=extract.batch_size)
-        quiet_lightning()
-        trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
-                            precision="bf16-mixed" if extract.precision == "bf16" else "32-true",
-                            enable_model_summary=False)
+        column = backbone_class(backbone).input_column
+        items = {s: read_split(data_dir, s)[column].tolist() for s in SPLITS}
+        store_key = backbone_key(backbone, extract)
+        index, features, facts = update_store(cache, store_key, backbone, extract,
+                                              [x for s in SPLITS for x in items[s]])
         for split in SPLITS:
-            loader = datamodule.loader(split)
-            features = in_row_order(torch.cat(trainer.predict(FeatureExtractor(model), loader)), loader)
-            cache.save(key, split, features, {"split": split})
+            rows = torch.tensor([index[item_digest(x)] for x in items[split]], dtype=torch.long)
+            cache.save(key, split, features[rows], {"split": split})
         write_json(cache.entry(key) / "meta.json",
                    {"backbone": OmegaConf.to_container(backbone), "precision": extract.precision,
-                    "feature_dim": model.feature_dim, "backbone_params": count_parameters(model)[1]})
+                    "store": store_key, **facts})
     return cache.entry(key)
 
 

@@ -12,10 +12,12 @@ from transferlab.resources import ResourceMeter
 
 
 def write_model_card(model_dir: Path, cfg: DictConfig, labels: list[str], feature_dim: int,
-                     meter: ResourceMeter, trainer: L.Trainer, **params: int) -> Path:
+                     meter: ResourceMeter, trainer: L.Trainer, trained_groups: list[str], **params: int) -> Path:
     write_json(model_dir / "model.json", {
         "strategy": cfg.strategy.name,
         "kind": cfg.strategy.kind,
+        "seed": cfg.seed,
+        "trained_groups": trained_groups,
         "labels": labels,
         "feature_dim": feature_dim,
         "backbone": OmegaConf.to_container(cfg.backbone),

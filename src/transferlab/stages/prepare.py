@@ -21,7 +21,7 @@ def run(data: DictConfig, seed: int, out_dir: str | Path) -> Path:
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for name, frame in splits.frames.items():
-            frame.to_parquet(tmp / f"{name}.parquet", index=False)
+            sources.storable(frame).to_parquet(tmp / f"{name}.parquet", index=False)
         (tmp / "labels.json").write_text(json.dumps(splits.labels, indent=2) + "\n")
         (tmp / "data_card.json").write_text(json.dumps(data_card(splits), indent=2) + "\n")
     return out_dir

@@ -13,7 +13,7 @@ from transferlab.features import FeatureCache
 def run(cfg: DictConfig, data_dir: str | Path, features_dir: str | Path | None, model_dir: str | Path) -> Path:
     if cfg.strategy.kind == "head":
         return train_head.run(cfg, data_dir, features_dir, model_dir)
-    return finetune.run(cfg, data_dir, model_dir)
+    return finetune.run(cfg, data_dir, model_dir, features_dir)
 
 
 def features_entry(cfg: DictConfig, data_dir: Path, features_root: Path) -> Path:

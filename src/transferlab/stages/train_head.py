@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from safetensors.torch import load_file
 
 from transferlab.data.datamodules import FeatureDataModule, labels_of
-from transferlab.modules import HeadClassifier
+from transferlab.modules import HeadClassifier, build_head
 from transferlab.resources import ResourceMeter
 from transferlab.stages.model_card import write_model_card
 from transferlab.strategies import count_parameters
@@ -22,7 +22,8 @@ def load_features(features_dir: Path, split: str):
 
 
 def build_module(cfg: DictConfig, feature_dim: int, num_classes: int) -> HeadClassifier:
-    return HeadClassifier(feature_dim, num_classes, cfg.strategy.lr, cfg.strategy.weight_decay)
+    head = build_head(feature_dim, num_classes, cfg.strategy.head)
+    return HeadClassifier(head, cfg.strategy.lr, cfg.strategy.weight_decay)
 
 
 def run(cfg: DictConfig, data_dir: str | Path, features_dir: str | Path, model_dir: str | Path) -> Path:
@@ -39,5 +40,5 @@ def run(cfg: DictConfig, data_dir: str | Path, features_dir: str | Path, model_d
         trainer.fit(module, datamodule)
     save_best_weights(trainer, module, model_dir)
     trainable, head_total = count_parameters(module)
-    return write_model_card(model_dir, cfg, labels, meta["feature_dim"], meter, trainer,
+    return write_model_card(model_dir, cfg, labels, meta["feature_dim"], meter, trainer, [],
                             trainable_params=trainable, total_params=head_total + meta["backbone_params"])

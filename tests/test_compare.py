@@ -1,0 +1,46 @@
+"""A real small comparison through flows/compare.py: runs, shared features, the report, its numbers."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import pandas as pd
+import pytest
+
+from conftest import PYTHON, ROOT, topic_frame
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_strategies_two_sizes_make_a_report_whose_numbers_are_the_metrics(tmp_path):
+    topic_frame().to_csv(tmp_path / "topics.csv", index=False)
+    out = tmp_path / "compare"
+    done = subprocess.run([PYTHON, "flows/compare.py", "data=csv", f"data.path={tmp_path / 'topics.csv'}",
+                           "data.label_column=topic", "backbone.max_length=32", "strategy.max_epochs=2",
+                           "compare.strategies=[linear_probe,finetune_full]", "compare.train_sizes=[12,all]",
+                           "compare.seeds=[0]", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={out}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"report: {out / 'report.html'}" in done.stdout
+
+    metrics = {p.parent.name: json.loads(p.read_text()) for p in (out / "runs").glob("*/metrics.json")}
+    assert set(metrics) == {f"{s}-n{n}-s0" for s in ("linear_probe", "finetune_full") for n in (12, "all")}
+    for size in (12, "all"):  # identical splits: every strategy saw the same training rows
+        assert metrics[f"linear_probe-n{size}-s0"]["train_size"] == metrics[f"finetune_full-n{size}-s0"]["train_size"]
+
+    features = list((tmp_path / "cache" / "features").glob("*/meta.json"))
+    embedded = [json.loads(p.read_text())["items_embedded"] for p in features]
+    assert sum(embedded) == len(topic_frame())  # every text embedded exactly once across sizes
+
+    runs = pd.read_csv(out / "runs.csv")
+    for name, m in metrics.items():
+        row = runs[(runs["strategy"] == m["strategy"]) & (runs["train_size"] == m["train_size"])].iloc[0]
+        assert row["test_accuracy"] == m["test_accuracy"] and row["train_seconds"] == m["train_seconds"]
+    report = (out / "report.md").read_text()
+    for m in metrics.values():  # single seed: the table shows each run's accuracy as is
+        assert f"{m['train_size']}: {100 * m['test_accuracy']:.1f}" in report
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2 and 'id="seed-table"' in html
+    assert re.search(r"Use transfer learning|Fine-tune|Up to \d+ labels", report)
