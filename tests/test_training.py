@@ -72,3 +72,21 @@ def test_linear_probe_on_200_bbc_articles_reaches_90_percent(tmp_path):
     metrics = run_pipeline(cfg, tmp_path)
     assert metrics["train_size"] == 200
     assert metrics["test_accuracy"] >= 0.90, metrics
+
+
+@pytest.mark.parametrize("strategy", ["linear_probe", "lora"])
+def test_predict_on_a_reloaded_run_equals_its_test_predictions(tmp_path, strategy):
+    """`transferlab predict` rebuilds the run from its folder alone (head or LoRA adapters + head)."""
+    cfg = topic_config(tmp_path, f"strategy={strategy}", "strategy.max_epochs=2")
+    run_pipeline(cfg, tmp_path)
+    import pandas as pd
+
+    from transferlab.cli import main
+
+    test = pd.read_parquet(tmp_path / "data" / "test.parquet")
+    test.to_csv(tmp_path / "new.csv", index=False)
+    assert main(["predict", str(tmp_path / "run"), str(tmp_path / "new.csv"), "-o", str(tmp_path / "p.csv")]) == 0
+    ours, theirs = pd.read_csv(tmp_path / "p.csv"), pd.read_csv(tmp_path / "run" / "predictions.csv")
+    assert ours["predicted"].tolist() == theirs["predicted"].tolist()
+    probs = [c for c in theirs.columns if c.startswith("p_")]
+    assert (ours[probs] - theirs[probs]).abs().max().max() < 1e-4

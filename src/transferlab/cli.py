@@ -1,27 +1,53 @@
-"""The `transferlab` command: `transferlab <stage> [--params params.yaml]`, as dvc.yaml calls it."""
+"""The `transferlab` command.
+
+    transferlab <stage> [--params params.yaml]     a pipeline stage, as dvc.yaml calls it
+    transferlab predict RUN_DIR INPUT [-o OUT]      label a CSV/Parquet column or a folder of images
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 from transferlab.errors import TransferlabError
 from transferlab.stages import STAGES
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="transferlab", description=__doc__)
-    parser.add_argument("stage", choices=STAGES)
-    parser.add_argument("--params", default="params.yaml", help="the composed config (default: params.yaml)")
-    args = parser.parse_args(argv)
-    from transferlab.config import load_params
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="transferlab", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = p.add_subparsers(dest="command", required=True)
+    for stage in STAGES:
+        sub = commands.add_parser(stage, help=f"run the {stage} stage on params.yaml")
+        sub.add_argument("--params", default="params.yaml", help="the composed config (default: params.yaml)")
+    sub = commands.add_parser("predict", help="label new inputs with a trained run")
+    sub.add_argument("run_dir", type=Path, help="a run directory (holding model.json)")
+    sub.add_argument("input", type=Path, help="a CSV/Parquet file, or a folder of images")
+    sub.add_argument("--column", help="input column (default: the backbone's, e.g. text)")
+    sub.add_argument("-o", "--output", type=Path, default=Path("predictions.csv"))
+    return p
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     try:
-        cfg = load_params(args.params)
-        importlib.import_module(f"transferlab.stages.{args.stage}").dvc_main(cfg)
+        if args.command == "predict":
+            from transferlab.atomic import atomic_path
+            from transferlab.predict import predict
+
+            table = predict(args.run_dir, args.input, args.column)
+            with atomic_path(args.output) as tmp:
+                table.to_csv(tmp, index=False)
+            print(f"{len(table)} predictions: {args.output}")
+        else:
+            from transferlab.config import load_params
+
+            cfg = load_params(args.params)
+            importlib.import_module(f"transferlab.stages.{args.command}").dvc_main(cfg)
     except TransferlabError as exc:
-        print(f"transferlab {args.stage}: error: {exc}", file=sys.stderr)
+        print(f"transferlab {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import lightning.pytorch as L
 from omegaconf import DictConfig, OmegaConf
 
-from transferlab.atomic import write_json
+from transferlab.atomic import atomic_path, write_json
 from transferlab.resources import ResourceMeter
 
 
@@ -27,4 +27,6 @@ def write_model_card(model_dir: Path, cfg: DictConfig, labels: list[str], featur
         "epochs": trainer.current_epoch,
         **params,
     })
+    with atomic_path(model_dir / "config.yaml") as tmp:  # what `transferlab predict` rebuilds it from
+        tmp.write_text(OmegaConf.to_yaml(cfg))
     return model_dir
