@@ -48,6 +48,23 @@ def test_strategy_trains_one_epoch_and_declares_its_trainable_set(tmp_path, name
         assert metrics["trainable_params"] == sum(p.numel() for p in head.parameters()) == expected
 
 
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_strategy_trains_one_epoch_on_a_vision_backbone(tmp_path, name):
+    """The same strategy code on EfficientNet-Lite0's groups (stem, block0-6, head) and MNIST."""
+    cfg = checked(compose(["data=mnist", "data.limit=120", "backbone=efficientnet_lite0", "backbone.image_size=32",
+                           f"strategy={name}", "strategy.max_epochs=1", "strategy.probe.max_epochs=5",
+                           "trainer.enable_progress_bar=false"]), "test")
+    metrics = run_pipeline(cfg, tmp_path)
+    assert metrics["strategy"] == name and metrics["train_size"] > 0
+    if cfg.strategy.kind == "finetune":
+        module = finetune.build_module(cfg, 10)
+        assert_trains_what_it_declares(module, cfg.strategy)
+        frozen_norms = [m for _, g in module.backbone.layer_groups() for m in g.modules()
+                        if isinstance(m, torch.nn.BatchNorm2d) and not any(p.requires_grad for p in m.parameters())]
+        module.train()
+        assert all(not m.training for m in frozen_norms)  # frozen BatchNorm keeps its statistics
+
+
 def test_last_n_trains_exactly_the_top_groups(tmp_path):
     cfg = strategy_cfg(tmp_path, "finetune_last_n", "strategy.last_n=3")
     module = finetune.build_module(cfg, 3)

@@ -92,7 +92,10 @@ class GradualUnfreezing(BaseFinetuning):
         groups = [m for _, m in pl_module.backbone.layer_groups()]
         count = min(epoch // self.every, len(groups))
         if count:
-            self.make_trainable(groups[len(groups) - count:])
+            unfrozen = groups[len(groups) - count:]
+            self.make_trainable(unfrozen)
+            for group in unfrozen:  # make_trainable leaves modes alone: dropout and BatchNorm train again
+                group.train()
         trainable = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
         pl_module.log("trainable_params", float(trainable), on_step=False, on_epoch=True)
 
