@@ -90,3 +90,27 @@ def test_predict_on_a_reloaded_run_equals_its_test_predictions(tmp_path, strateg
     assert ours["predicted"].tolist() == theirs["predicted"].tolist()
     probs = [c for c in theirs.columns if c.startswith("p_")]
     assert (ours[probs] - theirs[probs]).abs().max().max() < 1e-4
+
+
+def test_export_merges_lora_and_traces_to_torchscript(tmp_path):
+    """The exported TorchScript model gives the run's own logits, with LoRA folded into the weights."""
+    cfg = topic_config(tmp_path, "strategy=lora", "strategy.max_epochs=1")
+    run_pipeline(cfg, tmp_path)
+    import pandas as pd
+
+    from transferlab.cli import main
+    from transferlab.export import serving_model
+
+    pd.read_parquet(tmp_path / "data" / "test.parquet").to_csv(tmp_path / "x.csv", index=False)
+    assert main(["export", str(tmp_path / "run"), str(tmp_path / "export"), "--example", str(tmp_path / "x.csv")]) == 0
+    info = json.loads((tmp_path / "export" / "config.json").read_text())
+    assert info["torchscript"] == "model.torchscript.pt" and info["labels"] == ["business", "sport", "tech"]
+    assert not any("lora_" in k for k in load_file(tmp_path / "export" / "model.safetensors"))
+    model, _ = serving_model(tmp_path / "run")
+    texts = pd.read_csv(tmp_path / "x.csv")["text"].tolist()
+    batch = model.backbone.preprocess(texts)
+    traced = torch.jit.load(str(tmp_path / "export" / "model.torchscript.pt"))
+    with torch.no_grad():
+        predictions = pd.read_csv(tmp_path / "run" / "predictions.csv")["predicted"].tolist()
+        logits = traced(*batch.values())
+    assert [info["labels"][i] for i in logits.argmax(-1)] == predictions

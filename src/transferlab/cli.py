@@ -2,6 +2,7 @@
 
     transferlab <stage> [--params params.yaml]     a pipeline stage, as dvc.yaml calls it
     transferlab predict RUN_DIR INPUT [-o OUT]      label a CSV/Parquet column or a folder of images
+    transferlab export RUN_DIR OUT_DIR --example X  serving weights (LoRA merged) + TorchScript
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("input", type=Path, help="a CSV/Parquet file, or a folder of images")
     sub.add_argument("--column", help="input column (default: the backbone's, e.g. text)")
     sub.add_argument("-o", "--output", type=Path, default=Path("predictions.csv"))
+    sub = commands.add_parser("export", help="export a trained run for serving")
+    sub.add_argument("run_dir", type=Path)
+    sub.add_argument("out_dir", type=Path)
+    sub.add_argument("--example", type=Path, required=True,
+                     help="a CSV/Parquet file or image folder whose first inputs trace the model")
+    sub.add_argument("--column", help="input column (default: the backbone's)")
     return p
 
 
@@ -41,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
             with atomic_path(args.output) as tmp:
                 table.to_csv(tmp, index=False)
             print(f"{len(table)} predictions: {args.output}")
+        elif args.command == "export":
+            from transferlab.export import export
+            from transferlab.predict import example_inputs
+
+            info = export(args.run_dir, args.out_dir, example_inputs(args.run_dir, args.example, args.column))
+            print(f"exported to {args.out_dir} (torchscript: {info['torchscript']})")
         else:
             from transferlab.config import load_params
 

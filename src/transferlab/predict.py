@@ -71,3 +71,8 @@ def predict(run_dir: str | Path, input_path: str | Path, column: str | None = No
     labels = card["labels"]
     table = pd.DataFrame({"input": names, "predicted": [labels[i] for i in probs.argmax(-1)]})
     return pd.concat([table, pd.DataFrame(probs, columns=[f"p_{n}" for n in labels])], axis=1)
+
+
+def example_inputs(run_dir: str | Path, input_path: str | Path, column: str | None = None, count: int = 2) -> list:
+    cfg = checked(OmegaConf.load(Path(run_dir) / "config.yaml"), str(Path(run_dir) / "config.yaml"))
+    return read_inputs(Path(input_path), column or backbone_class(cfg.backbone).input_column)[0][:count]

@@ -1,0 +1,58 @@
+"""Export a trained run for serving: merged safetensors weights + config, and TorchScript if it traces."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from transferlab.atomic import atomic_path
+from transferlab.backbones import build_backbone
+from transferlab.lora import merged
+from transferlab.predict import load_run
+
+
+class ServingModel(nn.Module):
+    """Backbone + head in one module: model inputs in, logits out (for head-only runs too)."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(**dict(zip(self.input_names, inputs))))
+
+
+def serving_model(run_dir: Path) -> tuple[ServingModel, dict]:
+    cfg, card, module = load_run(run_dir)
+    backbone = module.backbone if card["kind"] == "finetune" else build_backbone(cfg.backbone)
+    model = merged(ServingModel(backbone, module.head)).eval()  # LoRA folded into plain weights
+    return model, {"cfg": cfg, "card": card}
+
+
+def export(run_dir: str | Path, out_dir: str | Path, example: list) -> dict:
+    """Writes model.safetensors, config.json, config.yaml and (when tracing works) model.torchscript.pt."""
+    run_dir = Path(run_dir)
+    model, facts = serving_model(run_dir)
+    inputs = model.backbone.preprocess(example)
+    model.input_names = list(inputs)
+    info = {"labels": facts["card"]["labels"], "strategy": facts["card"]["strategy"],
+            "backbone": facts["card"]["backbone"], "inputs": model.input_names,
+            "output": "logits over labels"}
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        shutil.copy(run_dir / "config.yaml", tmp / "config.yaml")
+        try:
+            with torch.no_grad():
+                traced = torch.jit.trace(model, tuple(inputs.values()), check_trace=False, strict=False)
+            traced.save(str(tmp / "model.torchscript.pt"))
+            info["torchscript"] = "model.torchscript.pt"
+        except Exception as exc:  # tracing is best effort; the safetensors export stands alone
+            info["torchscript"] = f"not exported: {str(exc).splitlines()[0]}"
+        (tmp / "config.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
