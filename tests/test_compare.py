@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 
 import pandas as pd
@@ -44,3 +45,24 @@ def test_two_strategies_two_sizes_make_a_report_whose_numbers_are_the_metrics(tm
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 2 and 'id="seed-table"' in html
     assert re.search(r"Use transfer learning|Fine-tune|Up to \d+ labels", report)
+    assert_renders_in_chromium(out / "report.html", tmp_path)
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--enable-logging=stderr", "--v=0"]
+
+
+def assert_renders_in_chromium(page, tmp_path):
+    """Headless Chromium (Debian's; .ci/run installs it): the table and both plots render, no console errors."""
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is needed: apt-get install -y chromium"
+    run = lambda *extra: subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chrome'}",
+                                         *extra, page.as_uri()], capture_output=True, text=True, timeout=120)
+    dom = run("--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert 'id="seed-table"' in dom.stdout and dom.stdout.count("<img") == 2
+    shot = run("--window-size=1200,1600", f"--screenshot={tmp_path / 'report.png'}")
+    assert shot.returncode == 0 and (tmp_path / "report.png").stat().st_size > 20_000
+    console = [line for line in dom.stderr.splitlines() + shot.stderr.splitlines() if "CONSOLE" in line]
+    assert console == [], console
