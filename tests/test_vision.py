@@ -300,9 +300,9 @@ def test_hf_encoder_loads_any_automodel_offline_from_a_local_path(tmp_path):
     reference = extract.run(minilm.backbone, minilm.extract, data, tmp_path / "features")
     from safetensors.torch import load_file
 
-    for split in ("train", "test"):
-        a, b = (load_file(e / f"{split}.safetensors")["features"] for e in (ours, reference))
-        assert a.shape == (len(pd.read_parquet(data / f"{split}.parquet")), 384)
+    for part in ("train", "test"):
+        a, b = (load_file(e / f"{part}.safetensors")["features"] for e in (ours, reference))
+        assert a.shape == (len(pd.read_parquet(data / f"{part}.parquet")), 384)
         assert torch.allclose(a, b, atol=1e-6)
     groups = build_backbone(generic.backbone).layer_groups()
     assert [n for n, _ in groups] == ["embeddings", *[f"block{i}" for i in range(6)]]
