@@ -20,8 +20,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from prefect import flow  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
-from transferlab.config import checked  # noqa: E402
-from transferlab.errors import ConfigError  # noqa: E402
+from transferlab.config import check_group_choices, checked  # noqa: E402
 from transferlab.report.render import build_report, load_runs  # noqa: E402
 from transferlab.stages import prepare  # noqa: E402
 from transferlab.strategies import needs_features  # noqa: E402
@@ -31,17 +30,12 @@ from transferlab.tasks import evaluate_task, extract_task, prepare_task, train_t
 def run_configs(base: DictConfig, overrides: list[str]) -> dict[str, dict]:
     """Each compared strategy composed from conf/strategy/ with the user's other overrides applied."""
     kept = [o for o in overrides if not o.lstrip("+~").startswith("strategy=")]
+    check_group_choices([f"strategy={name}" for name in base.compare.strategies])
     configs = {}
     for name in base.compare.strategies:
-        if not (Path(__file__).resolve().parents[1] / "conf" / "strategy" / f"{name}.yaml").is_file():
-            raise ConfigError(f"compare.strategies: unknown strategy {name!r}")
         configs[name] = OmegaConf.to_container(checked(compose(config_name="config", overrides=[*kept, f"strategy={name}"]),
                                                        "config"), resolve=True)
     return configs
-
-
-def train_size_of(size) -> object:
-    return None if size == "all" else size
 
 
 @flow(name="compare", log_prints=True)
@@ -54,7 +48,7 @@ def compare(configs: dict[str, dict], out_dir: str) -> dict:
     jobs, extract_meta = [], []
     for seed in c.compare.seeds:
         for size in c.compare.train_sizes:
-            data = {**any_cfg["data"], "train_size": train_size_of(size)}
+            data = {**any_cfg["data"], "train_size": None if size == "all" else size}
             data_dir = prepare_task(data, seed, str(prepare.cache_dir(OmegaConf.create(data), seed, cache_root)))
             features = None
             if use_features:
