@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from transferlab.orchestration import check_group_options, configure_prefect, exit_on_bad_input, quiet_logs
@@ -22,7 +21,8 @@ from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from transferlab.config import check_group_choices, checked  # noqa: E402
 from transferlab.report.render import build_report, load_runs  # noqa: E402
-from transferlab.stages import prepare  # noqa: E402
+from transferlab.stages import extract, prepare  # noqa: E402
+from transferlab.stages.compare import run_name, sized  # noqa: E402
 from transferlab.strategies import needs_features  # noqa: E402
 from transferlab.tasks import evaluate_task, extract_task, prepare_task, train_task  # noqa: E402
 
@@ -45,19 +45,19 @@ def compare(configs: dict[str, dict], out_dir: str) -> dict:
     c = OmegaConf.create(any_cfg)
     cache_root = Path(c.paths.cache_dir)
     use_features = any(needs_features(OmegaConf.create(cfg["strategy"])) for cfg in configs.values())
-    jobs, extract_meta = [], []
+    jobs, data_dirs = [], []
     for seed in c.compare.seeds:
         for size in c.compare.train_sizes:
-            data = {**any_cfg["data"], "train_size": None if size == "all" else size}
+            data = sized(any_cfg["data"], size)
             data_dir = prepare_task(data, seed, str(prepare.cache_dir(OmegaConf.create(data), seed, cache_root)))
+            data_dirs.append(Path(data_dir))
             features = None
             if use_features:
                 features = extract_task(any_cfg["backbone"], any_cfg["extract"], data_dir,
                                         str(cache_root / "features"))
-                extract_meta.append(Path(features) / "meta.json")
             for name, cfg in configs.items():
                 run_cfg = {**cfg, "seed": seed, "data": data}
-                run_dir = str(Path(out_dir) / "runs" / f"{name}-n{size}-s{seed}")
+                run_dir = str(Path(out_dir) / "runs" / run_name(name, size, seed))
                 feats = features if needs_features(OmegaConf.create(cfg["strategy"])) else None
                 trained = train_task.submit(run_cfg, data_dir, feats, run_dir)
                 jobs.append((run_dir, evaluate_task.submit(run_cfg, data_dir, feats, run_dir, wait_for=[trained])))
@@ -66,7 +66,8 @@ def compare(configs: dict[str, dict], out_dir: str) -> dict:
         future.wait()
         if not future.state.is_completed():
             failed.append(run_dir)
-    extraction = sum(json.loads(p.read_text()).get("extract_seconds", 0.0) for p in set(extract_meta))
+    extraction = (extract.amortised_seconds(c.backbone, c.extract, data_dirs, cache_root / "features")
+                  if use_features else 0.0)
     runs = load_runs([Path(d) / "metrics.json" for d, _ in jobs if d not in failed])
     summary = build_report(runs, Path(out_dir), f"transferlab: {c.data.name} on {c.backbone.name}",
                            extraction, c.compare.tie_margin)

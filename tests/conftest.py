@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -48,3 +52,36 @@ def topic_csv(tmp_path: Path) -> Path:
     path = tmp_path / "topics.csv"
     topic_frame().to_csv(path, index=False)
     return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory) -> str:
+    """A real `prefect server start` on loopback for the whole session, as a team would run one.
+    Flow subprocesses inherit PREFECT_API_URL and skip starting an ephemeral server each time."""
+    home = tmp_path_factory.mktemp("prefect")
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(home)}
+    env.pop("PREFECT_API_URL", None)
+    server = subprocess.Popen([os.path.join(os.path.dirname(PYTHON), "prefect"), "server", "start",
+                               "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    api = f"http://127.0.0.1:{port}/api"
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{api}/health", timeout=2)
+            break
+        except OSError:
+            assert time.time() < deadline and server.poll() is None, "prefect server did not start"
+            time.sleep(0.5)
+    os.environ["PREFECT_API_URL"] = api
+    yield api
+    os.environ.pop("PREFECT_API_URL", None)
+    server.terminate()
+    server.wait(timeout=30)

@@ -13,7 +13,7 @@ import pytest
 from conftest import PYTHON, ROOT, topic_frame
 from omegaconf import OmegaConf
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
 TRANSFERLAB = Path(PYTHON).parent / "transferlab"  # the console script dvc.yaml's stages call
 

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import PYTHON, ROOT, topic_frame
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
 
 def test_two_strategies_two_sizes_make_a_report_whose_numbers_are_the_metrics(tmp_path):

@@ -82,3 +82,18 @@ def test_a_subset_or_another_seed_reuses_every_embedding(cfg):
     subset = load_file(extract.run(cfg.backbone, cfg.extract, root / "subset", root / "features")
                        / "train.safetensors")["features"]
     assert torch.equal(subset, reference[[full.index(t) for t in texts]])
+
+
+def test_amortised_extraction_cost_is_the_same_from_a_cold_or_a_warm_cache(cfg):
+    """The comparison reports what embedding its distinct inputs costs, not what this run happened to embed."""
+    cfg, root = cfg
+    prepare.run(OmegaConf.merge(cfg.data, {"train_size": 12}), cfg.seed, root / "subset")
+    features = root / "features_amortised"  # a store of its own: the module's is warm already
+    assert extract.amortised_seconds(cfg.backbone, cfg.extract, [root / "data"], features) == 0.0  # never measured
+    extract.run(cfg.backbone, cfg.extract, root / "data", features)
+    cold = extract.amortised_seconds(cfg.backbone, cfg.extract, [root / "data", root / "subset"], features)
+    extract.run(cfg.backbone, cfg.extract, root / "subset", features)  # nothing new to embed
+    warm = extract.amortised_seconds(cfg.backbone, cfg.extract, [root / "data", root / "subset"], features)
+    assert cold == warm > 0
+    smaller = extract.amortised_seconds(cfg.backbone, cfg.extract, [root / "subset"], features)
+    assert 0 < smaller < cold  # the subset has fewer distinct inputs

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import time
 import urllib.request
 
 import pytest
 
 from conftest import PYTHON, ROOT, topic_frame
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
 
-def adapt(*overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def adapt(*overrides: str, ephemeral: bool = False) -> subprocess.CompletedProcess:
+    """ephemeral: no PREFECT_API_URL, so Prefect starts its own temporary server, as on a fresh machine."""
+    env = {k: v for k, v in os.environ.items() if not (ephemeral and k == "PREFECT_API_URL")}
     return subprocess.run([PYTHON, "flows/adapt.py", *overrides], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600, env={**os.environ, **(env or {})})
+                          text=True, timeout=600, env=env)
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def data_overrides(tmp_path):
 
 def test_run_dir_override_cache_reuse_and_multirun(tmp_path, data_overrides):
     first = adapt(*data_overrides, "strategy=linear_probe", "strategy.max_epochs=20",
-                  f"hydra.run.dir={tmp_path / 'single'}")
+                  f"hydra.run.dir={tmp_path / 'single'}", ephemeral=True)
     assert first.returncode == 0, first.stderr[-3000:]
     metrics = json.loads((tmp_path / "single" / "metrics.json").read_text())
     assert metrics["strategy"] == "linear_probe" and metrics["trainable_params"] == 384 * 3 + 3
@@ -52,36 +52,16 @@ def test_run_dir_override_cache_reuse_and_multirun(tmp_path, data_overrides):
     assert "finetune_full" in sweep.stdout and "linear_probe" in sweep.stdout  # the summary table
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def completed_flow_runs(api: str) -> int:
+    request = urllib.request.Request(f"{api}/flow_runs/count", method="POST",
+                                     data=json.dumps({"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    return json.loads(urllib.request.urlopen(request, timeout=10).read())
 
 
-def test_flow_runs_against_a_prefect_server(tmp_path, data_overrides):
-    port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": ""}
-    server = subprocess.Popen([os.path.join(os.path.dirname(PYTHON), "prefect"), "server", "start",
-                               "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    api = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{api}/health", timeout=2)
-                break
-            except OSError:
-                assert time.time() < deadline and server.poll() is None, "prefect server did not start"
-                time.sleep(1)
-        run = adapt(*data_overrides, "strategy.max_epochs=5", f"hydra.run.dir={tmp_path / 'run'}",
-                    env={"PREFECT_API_URL": api, "PREFECT_HOME": str(tmp_path / "prefect")})
-        assert run.returncode == 0, run.stderr[-3000:]
-        assert (tmp_path / "run" / "metrics.json").is_file()
-        request = urllib.request.Request(f"{api}/flow_runs/filter", data=b"{}", method="POST",
-                                         headers={"Content-Type": "application/json"})
-        flow_runs = json.loads(urllib.request.urlopen(request, timeout=10).read())
-        assert [r["state_type"] for r in flow_runs] == ["COMPLETED"]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+def test_flow_runs_against_a_prefect_server(tmp_path, data_overrides, prefect_api):
+    before = completed_flow_runs(prefect_api)
+    run = adapt(*data_overrides, "strategy.max_epochs=5", f"hydra.run.dir={tmp_path / 'run'}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (tmp_path / "run" / "metrics.json").is_file()
+    assert completed_flow_runs(prefect_api) == before + 1

@@ -25,7 +25,7 @@ def test_dvc_yaml_runs_every_stage_through_the_cli():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert tuple(stages) == STAGES
     for name, stage in stages.items():
-        assert stage["cmd"] == f"transferlab {name}"
+        assert stage["cmd"].split()[:2] == ["transferlab", name]
         module = importlib.import_module(f"transferlab.stages.{name}")
         assert callable(module.run) and callable(module.dvc_main)
         assert f"src/transferlab/stages/{name}.py" in stage["deps"]
@@ -38,6 +38,9 @@ def test_dvc_outputs_match_the_artifact_layout():
     assert stages["extract"]["outs"] == [dirs["features"]]
     assert stages["train"]["outs"] == [dirs["model"]]
     assert list(stages["evaluate"]["metrics"][0]) == [f"{dirs['eval']}/metrics.json"]
+    assert stages["compare"]["outs"] == [f"{dirs['compare']}/${{item.strategy}}-n${{item.size}}-s${{item.seed}}"]
+    assert stages["report"]["deps"][0] == dirs["compare"]
+    assert list(stages["report"]["metrics"][0]) == [f"{dirs['report']}/summary.json"]
 
 
 def test_head_only_parameters_are_not_deps_of_upstream_stages():

@@ -1,6 +1,7 @@
 """The `transferlab` command.
 
     transferlab <stage> [--params params.yaml]     a pipeline stage, as dvc.yaml calls it
+    transferlab compare --strategy S --train-size N --seed K   one cell of the comparison matrix
     transferlab predict RUN_DIR INPUT [-o OUT]      label a CSV/Parquet column or a folder of images
     transferlab export RUN_DIR OUT_DIR --example X  serving weights (LoRA merged) + TorchScript
 """
@@ -23,6 +24,11 @@ def parser() -> argparse.ArgumentParser:
     for stage in STAGES:
         sub = commands.add_parser(stage, help=f"run the {stage} stage on params.yaml")
         sub.add_argument("--params", default="params.yaml", help="the composed config (default: params.yaml)")
+        if stage == "compare":
+            sub.add_argument("--strategy", required=True, help="a strategy of conf/strategy/")
+            sub.add_argument("--train-size", required=True, help="a count, a fraction or all")
+            sub.add_argument("--seed", type=int, required=True)
+            sub.add_argument("--conf", type=Path, default=Path("conf"), help="the config dir (default: conf)")
     sub = commands.add_parser("predict", help="label new inputs with a trained run")
     sub.add_argument("run_dir", type=Path, help="a run directory (holding model.json)")
     sub.add_argument("input", type=Path, help="a CSV/Parquet file, or a folder of images")
@@ -58,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
             from transferlab.config import load_params
 
             cfg = load_params(args.params)
-            importlib.import_module(f"transferlab.stages.{args.command}").dvc_main(cfg)
+            stage = importlib.import_module(f"transferlab.stages.{args.command}")
+            if args.command == "compare":
+                stage.dvc_main(cfg, args.strategy, args.train_size, args.seed, args.conf)
+            else:
+                stage.dvc_main(cfg)
     except TransferlabError as exc:
         print(f"transferlab {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -148,11 +148,11 @@ def compose(overrides: list[str] | None = None, conf_dir: Path = CONF_DIR) -> Di
         return hydra_compose(config_name="config", overrides=overrides or [])
 
 
-def check_group_choices(overrides: list[str]) -> None:
+def check_group_choices(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
     """`strategy=nope` -> one line naming the options, before Hydra prints its multi-line report."""
     for override in overrides:
         key, sep, value = override.lstrip("+~").partition("=")
-        group = CONF_DIR / key
+        group = Path(conf_dir) / key
         if not sep or not group.is_dir() or value.startswith(("choice(", "range(", "glob(")):
             continue
         options = sorted(p.stem for p in group.glob("*.yaml"))

@@ -24,9 +24,27 @@ def _write(path: Path, text: str | bytes) -> None:
         tmp.write_bytes(text) if isinstance(text, bytes) else tmp.write_text(text)
 
 
+def learning_curve(summary: pd.DataFrame) -> pd.DataFrame:
+    """Mean test accuracy: one row per train size, one column per strategy (what `dvc plots` draws)."""
+    wide = summary.pivot(index="train_size", columns="strategy", values="test_accuracy_mean")
+    return wide[list(dict.fromkeys(summary["strategy"]))].reset_index()
+
+
+def summary_metrics(summary: pd.DataFrame, cross: int | None, extraction_seconds: float) -> dict:
+    """Nested means per strategy and train size: the figures `dvc metrics show` / `dvc exp show` compare."""
+    out: dict = {"crossover": cross, "extraction_seconds": round(extraction_seconds, 3)}
+    for row in summary.itertuples():
+        out.setdefault(row.strategy, {})[f"n{row.train_size}"] = {
+            "test_accuracy": round(row.test_accuracy_mean, 4),
+            "test_accuracy_std": None if pd.isna(row.test_accuracy_std) else round(row.test_accuracy_std, 4),
+            "gap": round(row.gap_mean, 4), "train_seconds": round(row.train_seconds_mean, 2)}
+    return out
+
+
 def build_report(runs: pd.DataFrame, out_dir: Path, title: str, extraction_seconds: float = 0.0,
                  tie_margin: float = 0.005) -> dict:
-    """Writes report.md, report.html, runs.csv and the two PNG plots; returns the verdict summary."""
+    """Writes report.md, report.html, runs.csv, the two PNG plots, learning_curve.csv and
+    summary.json; returns the verdict summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize(runs)
     found = verdicts(summary, extraction_seconds, tie_margin)
@@ -38,6 +56,8 @@ def build_report(runs: pd.DataFrame, out_dir: Path, title: str, extraction_secon
     for name, png in plots.items():
         _write(out_dir / name, png)
     _write(out_dir / "runs.csv", runs.to_csv(index=False))
+    _write(out_dir / "learning_curve.csv", learning_curve(summary).to_csv(index=False))
+    _write(out_dir / "summary.json", json.dumps(summary_metrics(summary, cross, extraction_seconds), indent=2) + "\n")
     crossing = (f"Fine-tuning overtakes transfer learning from **{cross}** labels." if cross is not None
                 else "Fine-tuning does not overtake transfer learning (beyond noise) in the measured range.")
     per_size = pd.DataFrame([{"train size": v.train_size, "best transfer": v.transfer,

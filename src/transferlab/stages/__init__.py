@@ -9,11 +9,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-STAGES = ("prepare", "extract", "train", "evaluate")
+STAGES = ("prepare", "extract", "train", "evaluate", "compare", "report")
 
 
 def artifact_dirs(cfg: DictConfig) -> dict[str, Path]:
     """The fixed layout `dvc repro` uses (flows use Hydra's run dir and the content-addressed cache)."""
     root = Path(cfg.paths.artifacts_dir)
     return {"data": root / "data", "features": root / "features",
-            "model": root / "model", "eval": root / "eval"}
+            "model": root / "model", "eval": root / "eval",
+            "compare": root / "compare", "report": root / "report"}

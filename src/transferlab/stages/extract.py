@@ -56,23 +56,40 @@ def embed(backbone: DictConfig, extract: DictConfig, items: list) -> tuple[torch
 
 def update_store(cache: FeatureCache, store_key: str, backbone: DictConfig, extract: DictConfig,
                  items: list) -> tuple[dict[bytes, int], torch.Tensor, dict]:
-    """Embed only the items the store lacks; returns the store's index, features and facts."""
+    """Embed only the items the store lacks; returns the store's index, features and facts.
+
+    The store keeps its cumulative embedding time and item count, so the cost of extraction is
+    known (`seconds_per_item`) even when a later run finds every item cached."""
     with cache.lock(f"items-{store_key}"):
         index, features = cache.load_items(store_key)
         facts_path = cache.store(store_key) / "meta.json"
+        known = json.loads(facts_path.read_text()) if facts_path.is_file() and features is not None else {}
         missing = {item_digest(x): x for x in items if item_digest(x) not in index}
-        if not missing and features is not None and facts_path.is_file():
-            return index, features, {**json.loads(facts_path.read_text()), "extract_seconds": 0.0,
-                                     "items_embedded": 0}
+        if not missing and known:
+            return index, features, {**known, "extract_seconds": 0.0, "items_embedded": 0}
         started = time.perf_counter()
         new, facts = embed(backbone, extract, list(missing.values()))
+        seconds = time.perf_counter() - started
         digests = [d for d, _ in sorted(index.items(), key=lambda kv: kv[1])] + list(missing)
         features = new if features is None else torch.cat([features, new])
         cache.save_items(store_key, digests, features)
-        facts["extract_seconds"] = round(time.perf_counter() - started, 3)
-        facts["items_embedded"] = len(missing)
+        total_seconds = known.get("total_seconds", 0.0) + seconds
+        facts.update(extract_seconds=round(seconds, 3), items_embedded=len(missing),
+                     total_seconds=round(total_seconds, 3), seconds_per_item=total_seconds / len(digests))
         write_json(facts_path, facts)
         return {d: i for i, d in enumerate(digests)}, features, facts
+
+
+def amortised_seconds(backbone: DictConfig, extract: DictConfig, data_dirs: list[Path],
+                      cache_root: str | Path) -> float:
+    """What embedding every distinct input of `data_dirs` once costs, at the rate the store measured:
+    the same figure whether this comparison found the cache cold or warm (0.0 if never measured)."""
+    facts_path = FeatureCache(cache_root).store(backbone_key(backbone, extract)) / "meta.json"
+    if not facts_path.is_file():
+        return 0.0
+    column = backbone_class(backbone).input_column
+    distinct = {item_digest(x) for d in set(data_dirs) for s in SPLITS for x in read_split(d, s)[column]}
+    return round(len(distinct) * json.loads(facts_path.read_text()).get("seconds_per_item", 0.0), 3)
 
 
 def run(backbone: DictConfig, extract: DictConfig, data_dir: str | Path, cache_root: str | Path) -> Path:

@@ -34,5 +34,11 @@ def cache_dir(data: DictConfig, seed: int, cache_root: str | Path) -> Path:
     return Path(cache_root) / "prepared" / key
 
 
+def cached(data: DictConfig, seed: int, cache_root: str | Path) -> Path:
+    """The prepared splits from the content-addressed cache, preparing them on a miss."""
+    out_dir = cache_dir(data, seed, cache_root)
+    return out_dir if (out_dir / "data_card.json").is_file() else run(data, seed, out_dir)
+
+
 def dvc_main(cfg: DictConfig) -> None:
     run(cfg.data, cfg.seed, artifact_dirs(cfg)["data"])
