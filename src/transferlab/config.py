@@ -62,10 +62,12 @@ class HeadConfig:
 class ProbeConfig:
     """lp_ft's first phase: a linear probe on the cached features, whose head fine-tuning starts from."""
 
-    lr: float = 1e-2
+    optimizer: str = "lbfgs"
+    lr: float = 1.0
+    weight_decay: float = 1e-4
     batch_size: int = 32
-    max_epochs: int = 200
-    patience: int = 10
+    max_epochs: int = 100
+    patience: int = 3
 
 
 @dataclass
@@ -88,6 +90,7 @@ class StrategyConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
+    optimizer: str = "adamw"  # adamw (mini-batches) | lbfgs (heads only: full batch, L2 = weight_decay)
     lr: float = 1e-2
     head_lr: Optional[float] = None  # finetune: the new head's learning rate (None = lr)
     weight_decay: float = 0.0
@@ -192,6 +195,11 @@ def validate(cfg: DictConfig) -> None:
         (s.head.type in ("linear", "mlp"), "strategy.head.type", s.head.type, "must be 'linear' or 'mlp'"),
         (0 <= s.head.dropout < 1, "strategy.head.dropout", s.head.dropout, "must be in [0, 1)"),
         (s.probe.lr > 0, "strategy.probe.lr", s.probe.lr, "must be > 0"),
+        (s.optimizer in ("adamw", "lbfgs"), "strategy.optimizer", s.optimizer, "must be 'adamw' or 'lbfgs'"),
+        (s.kind == "head" or s.optimizer == "adamw", "strategy.optimizer", s.optimizer,
+         "lbfgs (full batch) is for heads on cached features; fine-tuning takes adamw"),
+        (s.probe.optimizer in ("adamw", "lbfgs"), "strategy.probe.optimizer", s.probe.optimizer,
+         "must be 'adamw' or 'lbfgs'"),
         (s.lora.r > 0, "strategy.lora.r", s.lora.r, "must be > 0"),
         (s.lr > 0, "strategy.lr", s.lr, "must be > 0"),
         (s.head_lr is None or s.head_lr > 0, "strategy.head_lr", s.head_lr, "must be > 0"),

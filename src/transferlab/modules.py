@@ -54,19 +54,35 @@ def build_head(feature_dim: int, num_classes: int, head: Any) -> nn.Module:
     return nn.Linear(feature_dim, num_classes)
 
 
-class HeadClassifier(Classifier):
-    """Transfer learning: a head trained on frozen-backbone features."""
+LBFGS_ITERATIONS_PER_EPOCH = 20  # one optimizer step per epoch; early stopping sees every 20 iterations
 
-    def __init__(self, head: nn.Module, lr: float, weight_decay: float):
+
+class HeadClassifier(Classifier):
+    """Transfer learning: a head trained on frozen-backbone features.
+
+    `lbfgs` trains on the whole feature matrix as one batch, as scikit-learn's LogisticRegression
+    does, with weight_decay as an L2 penalty in the loss; `adamw` takes mini-batches."""
+
+    def __init__(self, head: nn.Module, lr: float, weight_decay: float, optimizer: str = "adamw"):
         super().__init__()
         self.head = head
-        self.lr, self.weight_decay = lr, weight_decay
+        self.lr, self.weight_decay, self.optimizer = lr, weight_decay, optimizer
 
     def logits_and_labels(self, batch):
         features, labels = batch
         return self.head(features), labels
 
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss = self.step(batch, "train")
+        if self.optimizer == "lbfgs" and self.weight_decay:
+            weights = [p for name, p in self.head.named_parameters() if name.endswith("weight")]
+            loss = loss + 0.5 * self.weight_decay * sum(w.pow(2).sum() for w in weights)
+        return loss
+
     def configure_optimizers(self):
+        if self.optimizer == "lbfgs":
+            return torch.optim.LBFGS(self.parameters(), lr=self.lr, max_iter=LBFGS_ITERATIONS_PER_EPOCH,
+                                     history_size=10, line_search_fn="strong_wolfe")
         return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import lightning.pytorch as L
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, TensorDataset
 
 from transferlab.data.splits import SPLITS
 
@@ -20,22 +20,31 @@ def labels_of(data_dir: str | Path, split: str) -> torch.Tensor:
     return torch.tensor(read_split(data_dir, split)["label"].to_numpy(), dtype=torch.long)
 
 
+def tensor_batches(dataset: TensorDataset, batch_size: int | None, shuffle: bool) -> DataLoader:
+    """A batch is one fancy-index of the in-memory matrices (no per-row fetch, no collate);
+    batch_size None gives the whole split as one batch (full-batch L-BFGS)."""
+    size = batch_size or len(dataset)
+    order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+    return DataLoader(dataset, sampler=BatchSampler(order, size, drop_last=False), batch_size=None)
+
+
 class FeatureDataModule(L.LightningDataModule):
     """Whole feature matrices in memory; no workers, nothing to decode."""
 
-    def __init__(self, features: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], batch_size: int):
+    def __init__(self, features: dict[str, torch.Tensor], labels: dict[str, torch.Tensor],
+                 batch_size: int | None):
         super().__init__()
         self.sets = {s: TensorDataset(features[s], labels[s]) for s in features}
         self.batch_size = batch_size
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.sets["train"], batch_size=self.batch_size, shuffle=True)
+        return tensor_batches(self.sets["train"], self.batch_size, shuffle=self.batch_size is not None)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.sets["val"], batch_size=1024)
+        return self.loader("val")
 
     def loader(self, split: str) -> DataLoader:
-        return DataLoader(self.sets[split], batch_size=1024)
+        return tensor_batches(self.sets[split], 4096, shuffle=False)
 
 
 class EncodedInputs(Dataset):
@@ -60,6 +69,30 @@ class EncodedInputs(Dataset):
         return sorted(range(len(self)), key=lambda i: self.backbone.item_length(self.encoded[i]))
 
 
+class LengthBucketSampler(BatchSampler):
+    """Shuffled batches of similar-length items, so dynamic padding pads little while training.
+
+    Indices come from `sampler` (random, or Lightning's DistributedSampler under DDP) in pools of
+    `pool_batches` batches; each pool is sorted by length and cut into batches, whose order is shuffled."""
+
+    def __init__(self, sampler, batch_size: int, drop_last: bool, lengths: list[int] | None = None,
+                 pool_batches: int = 50):
+        super().__init__(sampler, batch_size, drop_last)
+        self.lengths, self.pool_batches = lengths, pool_batches
+
+    def __iter__(self):
+        order = list(self.sampler)
+        pool = self.batch_size * self.pool_batches
+        batches = []
+        for start in range(0, len(order), pool):
+            chunk = sorted(order[start:start + pool], key=lambda i: self.lengths[i])
+            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        if self.drop_last:
+            batches = [b for b in batches if len(b) == self.batch_size]
+        for i in torch.randperm(len(batches)).tolist():
+            yield batches[i]
+
+
 class InputDataModule(L.LightningDataModule):
     """Raw inputs (texts, images) of the prepared splits, for fine-tuning and for extraction."""
 
@@ -78,7 +111,9 @@ class InputDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = self.sets["train"]
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=True, collate_fn=ds.collate)
+        lengths = [self.backbone.item_length(item) for item in ds.encoded]
+        sampler = LengthBucketSampler(RandomSampler(ds), self.batch_size, False, lengths)
+        return DataLoader(ds, batch_sampler=sampler, collate_fn=ds.collate)
 
     def val_dataloader(self) -> DataLoader:
         return self.loader("val")

@@ -33,7 +33,7 @@ def start_from_probe(cfg: DictConfig, module: FinetuneClassifier, data_dir: Path
     """LP-FT: train a linear probe on the cached features, then fine-tune from its head."""
     probe = OmegaConf.merge(cfg, {"strategy": {**OmegaConf.to_container(cfg.strategy.probe),
                                                "kind": "head", "trainable": "head", "head": {"type": "linear"},
-                                               "weight_decay": 0.0, "warmup_ratio": 0.0}})
+                                               "warmup_ratio": 0.0}})
     train_head.run(probe, data_dir, features_dir, model_dir / "probe")
     weights = load_file(model_dir / "probe" / "model.safetensors")
     module.head.load_state_dict({k.removeprefix("head."): v for k, v in weights.items()})

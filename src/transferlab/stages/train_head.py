@@ -23,7 +23,7 @@ def load_features(features_dir: Path, split: str):
 
 def build_module(cfg: DictConfig, feature_dim: int, num_classes: int) -> HeadClassifier:
     head = build_head(feature_dim, num_classes, cfg.strategy.head)
-    return HeadClassifier(head, cfg.strategy.lr, cfg.strategy.weight_decay)
+    return HeadClassifier(head, cfg.strategy.lr, cfg.strategy.weight_decay, cfg.strategy.optimizer)
 
 
 def run(cfg: DictConfig, data_dir: str | Path, features_dir: str | Path, model_dir: str | Path) -> Path:
@@ -32,7 +32,8 @@ def run(cfg: DictConfig, data_dir: str | Path, features_dir: str | Path, model_d
     labels = json.loads((data_dir / "labels.json").read_text())
     splits = ("train", "val")
     datamodule = FeatureDataModule({s: load_features(features_dir, s) for s in splits},
-                                   {s: labels_of(data_dir, s) for s in splits}, cfg.strategy.batch_size)
+                                   {s: labels_of(data_dir, s) for s in splits},
+                                   None if cfg.strategy.optimizer == "lbfgs" else cfg.strategy.batch_size)
     L.seed_everything(cfg.seed, verbose=False)
     module = build_module(cfg, meta["feature_dim"], len(labels))
     trainer = build_trainer(cfg, model_dir, every_epoch_checkpoint=False)
