@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Subset
 
 from transferlab.atomic import write_json
-from transferlab.backbones import backbone_class, build_backbone
+from transferlab.backbones import Backbone, backbone_class, build_backbone
 from transferlab.data.datamodules import EncodedInputs, in_row_order, read_split
 from transferlab.data.splits import SPLITS
 from transferlab.modules import FeatureExtractor
@@ -40,18 +40,23 @@ def cache_key(backbone: DictConfig, extract: DictConfig, data_dir: Path) -> str:
 
 
 def embed(backbone: DictConfig, extract: DictConfig, items: list) -> tuple[torch.Tensor, dict]:
-    """Features of `items` with the frozen backbone (length-bucketed batches), and its facts."""
+    """Features of `items` with the frozen backbone, and its facts."""
     model = build_backbone(backbone)
     freeze_backbone(model)
+    features = features_of(model, items, extract.batch_size, extract.precision)
+    return features, {"feature_dim": model.feature_dim, "backbone_params": count_parameters(model)[1]}
+
+
+def features_of(model: Backbone, items: list, batch_size: int, precision: str) -> torch.Tensor:
+    """Encoded once up front, then length-bucketed batches padded to their longest item, under
+    inference mode (Lightning's predict) and bf16 autocast if asked; rows in the order of `items`."""
     dataset = EncodedInputs(items, torch.zeros(len(items), dtype=torch.long), model)
-    loader = DataLoader(Subset(dataset, dataset.by_length()), batch_size=extract.batch_size,
-                        collate_fn=dataset.collate)
+    loader = DataLoader(Subset(dataset, dataset.by_length()), batch_size=batch_size, collate_fn=dataset.collate)
     quiet_lightning()
     trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
-                        precision="bf16-mixed" if extract.precision == "bf16" else "32-true",
-                        enable_model_summary=False)
-    features = in_row_order(torch.cat(trainer.predict(FeatureExtractor(model), loader)), loader)
-    return features, {"feature_dim": model.feature_dim, "backbone_params": count_parameters(model)[1]}
+                        precision="bf16-mixed" if precision == "bf16" else "32-true",
+                        enable_model_summary=False, enable_progress_bar=len(loader) > 1)
+    return in_row_order(torch.cat(trainer.predict(FeatureExtractor(model), loader)), loader)
 
 
 def update_store(cache: FeatureCache, store_key: str, backbone: DictConfig, extract: DictConfig,
