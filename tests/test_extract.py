@@ -39,6 +39,10 @@ def test_embeddings_match_sentence_transformers(cfg):
     ours = load_file(entry / "test.safetensors")["features"]
     assert ours.shape == (len(texts), 384)
     assert torch.nn.functional.cosine_similarity(ours, expected).min() >= 0.999
+    from transferlab.backbones import build_backbone
+
+    bf16 = extract.features_of(build_backbone(cfg.backbone), texts[:8], 4, "bf16")  # autocast path
+    assert torch.nn.functional.cosine_similarity(bf16, expected[:8]).min() >= 0.999
 
 
 def test_second_run_loads_instead_of_recomputing(cfg):
