@@ -11,3 +11,10 @@ class ConfigError(TransferlabError):
 
 class DataError(TransferlabError):
     pass
+
+
+def first_line(exc: BaseException) -> str:
+    """A library's exception cut to its first non-blank line (its type name if it says nothing):
+    libraries' messages span lines, ours must not."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 from filelock import FileLock
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from transferlab.atomic import atomic_path
 
@@ -33,8 +33,9 @@ class FeatureCache:
     - Entries `<key>/<split>.safetensors` for one prepared data set, assembled from the store.
 
     Keys hash everything the embeddings depend on, so a hit can be trusted and a change upstream
-    (weights, max_length, pooling, precision, data) is a miss. A file that fails to load
-    (truncated, corrupt) counts as a miss and is rebuilt.
+    (weights, max_length, pooling, precision, data) is a miss. Every file carries the sha256 of
+    its tensors; one that fails to load (truncated) or to match it (corrupt) counts as a miss and
+    is rebuilt.
     """
 
     def __init__(self, root: str | Path):
@@ -48,20 +49,12 @@ class FeatureCache:
         return FileLock(str(self.root / f"{key}.lock"))
 
     def load(self, key: str, split: str) -> torch.Tensor | None:
-        path = self.entry(key) / f"{split}.safetensors"
-        if not path.is_file():
-            return None
-        try:
-            return load_file(path)["features"]
-        except (SafetensorError, OSError, KeyError):
-            return None
+        tensors = verified(self.entry(key) / f"{split}.safetensors")
+        return None if tensors is None else tensors.get("features")
 
     def save(self, key: str, split: str, features: torch.Tensor, meta: dict) -> Path:
         path = self.entry(key) / f"{split}.safetensors"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            save_file({"features": features.contiguous()}, str(tmp),
-                      metadata={k: str(v) for k, v in meta.items()})
+        save_verifiable(path, {"features": features}, {k: str(v) for k, v in meta.items()})
         return path
 
     def store(self, backbone_key: str) -> Path:
@@ -69,17 +62,47 @@ class FeatureCache:
 
     def load_items(self, backbone_key: str) -> tuple[dict[bytes, int], torch.Tensor | None]:
         """(digest -> row, features) of the item store; empty when absent or unreadable."""
-        path = self.store(backbone_key) / "features.safetensors"
-        try:
-            tensors = load_file(path)
-        except (SafetensorError, OSError, KeyError):
+        tensors = verified(self.store(backbone_key) / "features.safetensors")
+        if tensors is None or not {"digests", "features"} <= tensors.keys():
             return {}, None
         digests = tensors["digests"].numpy()
         return {bytes(row): i for i, row in enumerate(digests)}, tensors["features"]
 
     def save_items(self, backbone_key: str, digests: list[bytes], features: torch.Tensor) -> None:
-        path = self.store(backbone_key) / "features.safetensors"
-        path.parent.mkdir(parents=True, exist_ok=True)
         rows = torch.frombuffer(bytearray(b"".join(digests)), dtype=torch.uint8).reshape(len(digests), 16)
-        with atomic_path(path) as tmp:
-            save_file({"digests": rows, "features": features.contiguous()}, str(tmp))
+        save_verifiable(self.store(backbone_key) / "features.safetensors", {"digests": rows, "features": features})
+
+
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, shape, dtype and bytes."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        digest.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def save_verifiable(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Atomically, with the tensors' sha256 in the header, so a later read can tell rot from data."""
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={**(metadata or {}), "sha256": tensor_digest(tensors)})
+
+
+def verified(path: Path) -> dict[str, torch.Tensor] | None:
+    """The file's tensors, or None when it is absent, unreadable (truncated) or its bytes no longer
+    match the sha256 written with them (a flipped bit the safetensors format itself cannot see).
+    None is a cache miss: the entry is rebuilt, never trusted. Files written before checksums
+    existed carry none and are accepted on the format's own checks."""
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            expected = (f.metadata() or {}).get("sha256")
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        return None
+    if expected is not None and tensor_digest(tensors) != expected:
+        return None
+    return tensors

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.atomic import atomic_path
@@ -35,9 +36,16 @@ def cache_dir(data: DictConfig, seed: int, cache_root: str | Path) -> Path:
 
 
 def cached(data: DictConfig, seed: int, cache_root: str | Path) -> Path:
-    """The prepared splits from the content-addressed cache, preparing them on a miss."""
+    """The prepared splits from the content-addressed cache, preparing them on a miss.
+
+    A file lock per entry: two flows starting at once on one cache prepare it once, and neither
+    can swap the directory while the other is reading it."""
     out_dir = cache_dir(data, seed, cache_root)
-    return out_dir if (out_dir / "data_card.json").is_file() else run(data, seed, out_dir)
+    if (out_dir / "data_card.json").is_file():
+        return out_dir
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out_dir.parent / f"{out_dir.name}.lock")):
+        return out_dir if (out_dir / "data_card.json").is_file() else run(data, seed, out_dir)
 
 
 def dvc_main(cfg: DictConfig) -> None:
