@@ -7,13 +7,14 @@ or a wrong type fails before any work starts.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from transferlab.errors import ConfigError
+from transferlab.errors import ConfigError, first_line
 
 
 @dataclass
@@ -29,8 +30,10 @@ class DataConfig:
     limit: Optional[int] = None  # stratified subsample of the cleaned data before splitting (None = all)
 
 
-IMAGE_SOURCES = ("fashion_mnist", "mnist", "image_folder")  # data sources whose input column is `image`
-IMAGE_BACKBONES = ("efficientnet_lite0",)  # backbones whose input_column is `image`
+TEXT_SOURCES = ("bbc_news", "tweet_sentiment", "csv")  # the keys of transferlab.data.sources.SOURCES,
+IMAGE_SOURCES = ("fashion_mnist", "mnist", "image_folder")  # named here so checking needs no pandas
+TEXT_BACKBONES = ("minilm", "hf_encoder")  # the keys of transferlab.backbones.BACKBONES, named here
+IMAGE_BACKBONES = ("efficientnet_lite0",)  # so checking a config needs no torch; a test keeps them equal
 
 
 @dataclass
@@ -144,11 +147,26 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def compose(overrides: list[str] | None = None, conf_dir: Path = CONF_DIR) -> DictConfig:
-    """conf/config.yaml with Hydra overrides, as `dvc exp run` composes it into params.yaml."""
-    from hydra import compose as hydra_compose, initialize_config_dir
+    """conf/config.yaml with Hydra overrides, as `dvc exp run` composes it into params.yaml.
 
-    with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base=None):
-        return hydra_compose(config_name="config", overrides=overrides or [])
+    Unknown options and keys fail first with one line of ours; whatever else Hydra rejects is cut
+    to its first line."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    check_overrides(overrides or [], conf_dir)
+    try:
+        with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base=None):
+            return hydra_compose(config_name="config", overrides=overrides or [])
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(f"overrides {' '.join(overrides or [])}: {first_line(exc)}") from None
+
+
+def check_overrides(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
+    """Command-line overrides checked before Hydra sees them: unknown options, misspelt keys."""
+    check_group_choices(overrides, conf_dir)
+    check_override_keys(overrides, conf_dir)
 
 
 def check_group_choices(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
@@ -162,6 +180,22 @@ def check_group_choices(overrides: list[str], conf_dir: Path = CONF_DIR) -> None
         for choice in value.strip("[]").split(","):
             if choice.strip() not in options:
                 raise ConfigError(f"{key}={choice.strip()}: unknown {key}; choose one of {', '.join(options)}")
+
+
+def check_override_keys(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
+    """`strategy.lrr=0.1` -> one line naming the key and the nearest real one, where Hydra would
+    print a multi-line report. `+key=` additions and hydra's own keys are left to Hydra/`checked`."""
+    schema = OmegaConf.structured(Config)
+    for override in overrides:
+        key, sep, _ = override.partition("=")
+        if not sep or key.startswith(("+", "~", "-", "hydra")) or "/" in key or (Path(conf_dir) / key).is_dir():
+            continue
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(schema, parent) if parent else schema
+        if isinstance(node, DictConfig) and leaf not in node:
+            close = difflib.get_close_matches(leaf, [str(k) for k in node.keys()], n=1)
+            hint = f"; did you mean {parent + '.' if parent else ''}{close[0]}?" if close else ""
+            raise ConfigError(f"{key}: unknown key{hint}")
 
 
 def checked(cfg: DictConfig | dict, source: str) -> DictConfig:
@@ -183,6 +217,10 @@ def validate(cfg: DictConfig) -> None:
     s = cfg.strategy
     images, reads_images = cfg.data.source in IMAGE_SOURCES, cfg.backbone.name in IMAGE_BACKBONES
     checks = [
+        (cfg.data.source in TEXT_SOURCES + IMAGE_SOURCES, "data.source", cfg.data.source,
+         f"unknown; choose one of {', '.join(TEXT_SOURCES + IMAGE_SOURCES)}"),
+        (cfg.backbone.name in TEXT_BACKBONES + IMAGE_BACKBONES, "backbone.name", cfg.backbone.name,
+         f"unknown; choose one of {', '.join(TEXT_BACKBONES + IMAGE_BACKBONES)}"),
         (s.kind in ("head", "finetune"), "strategy.kind", s.kind, "must be 'head' or 'finetune'"),
         (s.trainable in TRAINABLE, "strategy.trainable", s.trainable, f"must be one of {TRAINABLE}"),
         (s.kind == "finetune" or s.trainable == "head", "strategy.trainable", s.trainable,
@@ -214,7 +252,7 @@ def validate(cfg: DictConfig) -> None:
         (images == reads_images, "backbone", cfg.backbone.name,
          f"reads {'images' if reads_images else 'text'} but data '{cfg.data.name}' holds "
          f"{'images' if images else 'text'}; choose " + (f"an image backbone ({', '.join(IMAGE_BACKBONES)})"
-                                                         if images else "a text backbone (minilm, hf_encoder)")),
+                                                         if images else f"a text backbone ({', '.join(TEXT_BACKBONES)})")),
         (cfg.data.limit is None or cfg.data.limit > 0, "data.limit", cfg.data.limit, "must be > 0 or null"),
         (cfg.backbone.image_size is None or cfg.backbone.image_size >= 32, "backbone.image_size",
          cfg.backbone.image_size, "must be >= 32 or null"),

@@ -99,8 +99,9 @@ def exit_on_bad_input(run_dir: Path | None = None) -> Iterator[None]:
 
 
 def check_group_options() -> None:
-    """`strategy=nope` on the command line: one line naming the options, before Hydra's report."""
-    from transferlab.config import check_group_choices
+    """`strategy=nope` or `strategy.lrr=1` on the command line: one line naming the options or the
+    nearest key, before Hydra's multi-line report."""
+    from transferlab.config import check_overrides
 
     with exit_on_bad_input():
-        check_group_choices(sys.argv[1:])
+        check_overrides(sys.argv[1:])

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from transferlab.errors import DataError
+from transferlab.errors import DataError, first_line
 
 
 def package_dir(package: str) -> Path:
@@ -63,14 +63,24 @@ def load_table(cfg: DictConfig) -> pd.DataFrame:
     path = Path(cfg.path)
     if not path.is_file():
         raise DataError(f"{path}: data file not found (data.path)")
-    try:
-        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    except (UnicodeDecodeError, ValueError, pd.errors.ParserError) as exc:
-        raise DataError(f"{path}: cannot be read as a table ({str(exc).splitlines()[0]})") from None
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file (data.path)")
+    df = read_table(path)
     for key in ("text_column", "label_column"):
         if cfg[key] not in df.columns:
             raise DataError(f"{path}: no column '{cfg[key]}' (data.{key}); columns are {list(df.columns)}")
     return df[[cfg.text_column, cfg.label_column]].set_axis(["text", "label"], axis=1)
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A CSV (UTF-8) or Parquet file; what stops pandas is said in one line naming the file."""
+    try:
+        return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                        "save it as UTF-8") from None
+    except (ValueError, OSError, pd.errors.ParserError) as exc:  # pyarrow's errors are ValueError/OSError
+        raise DataError(f"{path}: cannot be read as a table ({first_line(exc)})") from None
 
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
@@ -161,8 +171,7 @@ def load_image_folder(cfg: DictConfig) -> pd.DataFrame:
                 with Image.open(io.BytesIO(data)) as image:
                     image.load()
             except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise DataError(f"{f}: cannot be read as an image ({reason})") from None
+                raise DataError(f"{f}: cannot be read as an image ({first_line(exc)})") from None
             rows.append((data, folder.name, str(f.relative_to(root))))
     if not rows:
         raise DataError(f"{root}: no images found (data.path needs one subfolder per class holding "

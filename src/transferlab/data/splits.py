@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from transferlab.errors import DataError
+from transferlab.errors import DataError, first_line
 
 SPLITS = ("train", "val", "test")
 
@@ -47,6 +49,23 @@ def clean(df: pd.DataFrame) -> pd.DataFrame:
     keys = df[column].map(_content_key)
     df = df.assign(label=label.astype(str))[keys.notna().to_numpy()]
     return df[~keys.dropna().duplicated().to_numpy()].reset_index(drop=True)
+
+
+def where(cfg: DictConfig) -> str:
+    """What an error about the data names: the user's file or folder when there is one."""
+    return str(cfg.path) if cfg.get("path") else f"data '{cfg.name}'"
+
+
+def why_empty(raw: pd.DataFrame) -> str:
+    """Why cleaning left nothing, counted on the raw rows, so the user knows which column to look at."""
+    if raw.empty:
+        return "the table has a header but no rows"
+    column = input_column(raw)
+    no_label = int(raw["label"].isna().sum())
+    blank = int(raw[column].map(lambda x: x is None or (isinstance(x, float) and np.isnan(x))
+                                or (isinstance(x, str) and not x.strip())).sum()) if column == "text" else 0
+    return (f"{len(raw)} rows: {no_label} without a label, {blank} with an empty {column}; "
+            "check data.label_column and data.text_column")
 
 
 def limit_rows(df: pd.DataFrame, limit, seed: int) -> pd.DataFrame:
@@ -123,14 +142,17 @@ def split(df: pd.DataFrame, cfg: DictConfig, seed: int) -> Splits:
     Each class's rows are shuffled once (by `seed`) and cut into test | val | train, so test and
     val do not depend on train_size, and a smaller train subset is drawn from the same order.
     """
-    df = limit_rows(clean(df), cfg.get("limit"), seed)
+    cleaned = clean(df)
+    if cleaned.empty:
+        raise DataError(f"{where(cfg)}: no usable rows ({why_empty(df)})")
+    df = limit_rows(cleaned, cfg.get("limit"), seed)
     counts = df["label"].value_counts()
     if len(counts) < 2:
-        raise DataError(f"data '{cfg.name}': needs at least 2 classes, found {len(counts)} "
+        raise DataError(f"{where(cfg)}: needs at least 2 classes, found {len(counts)} "
                         f"({list(counts.index)})")
     rare = counts[counts < 3]
     if len(rare):
-        raise DataError(f"data '{cfg.name}': class {rare.index[0]!r} has {rare.iloc[0]} example(s); "
+        raise DataError(f"{where(cfg)}: class {rare.index[0]!r} has {rare.iloc[0]} example(s); "
                         "stratified train/val/test needs at least 3")
     if cfg.val_fraction + cfg.test_fraction >= 1:
         raise DataError(f"data.val_fraction + data.test_fraction = {cfg.val_fraction + cfg.test_fraction:g}: "
@@ -142,7 +164,7 @@ def split(df: pd.DataFrame, cfg: DictConfig, seed: int) -> Splits:
     n_test = _held_out_size(n, cfg.test_fraction, k, "data.test_fraction")
     n_val = _held_out_size(n, cfg.val_fraction, k, "data.val_fraction")
     if n_test + n_val > n - k:
-        raise DataError(f"data '{cfg.name}': {n} rows are too few for {n_test} test, {n_val} val "
+        raise DataError(f"{where(cfg)}: {n} rows are too few for {n_test} test, {n_val} val "
                         f"and {k} training rows")
     test = _allocate(sizes, n_test, ones, sizes - 2)
     val = _allocate(sizes - test, n_val, ones, sizes - test - 1)
@@ -169,3 +191,31 @@ def data_card(splits: Splits) -> dict:
                    for name, frame in splits.frames.items()},
         "sizes": {name: len(frame) for name, frame in splits.frames.items()},
     }
+
+
+def check_prepared(data_dir: str | Path) -> list[str]:
+    """The label map of a prepared data directory, after checking what training relies on.
+
+    `prepare` guarantees every class in every split; a directory made or edited by hand (or by an
+    older version) may not, and a label seen only in val/test would otherwise surface as a
+    shape error deep inside Lightning, or as a silently unlearnable class.
+    """
+    data_dir = Path(data_dir)
+    labels_file = data_dir / "labels.json"
+    if not labels_file.is_file():
+        raise DataError(f"{data_dir}: not a prepared data directory (no labels.json)")
+    try:
+        labels = json.loads(labels_file.read_text())
+        ids = {s: set(pd.read_parquet(data_dir / f"{s}.parquet", columns=["label"])["label"]) for s in SPLITS}
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{data_dir}: unreadable prepared data ({first_line(exc)})") from None
+    for name in SPLITS:
+        unknown = sorted(i for i in ids[name] if not isinstance(i, (int, np.integer)) or not 0 <= i < len(labels))
+        if unknown:
+            raise DataError(f"{data_dir / f'{name}.parquet'}: label {unknown[0]!r} is not an index into "
+                            f"labels.json ({len(labels)} classes)")
+        unseen = sorted(ids[name] - ids["train"])
+        if unseen:
+            raise DataError(f"{data_dir / f'{name}.parquet'}: label {labels[unseen[0]]!r} never occurs in "
+                            "train.parquet, so no model can learn it; prepare the data again")
+    return labels

@@ -6,11 +6,13 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from transferlab.data.splits import check_prepared
 from transferlab.stages import artifact_dirs, extract, finetune, train_head
 from transferlab.features import FeatureCache
 
 
 def run(cfg: DictConfig, data_dir: str | Path, features_dir: str | Path | None, model_dir: str | Path) -> Path:
+    check_prepared(data_dir)  # a label unseen in train fails here, in one line, before any training
     if cfg.strategy.kind == "head":
         return train_head.run(cfg, data_dir, features_dir, model_dir)
     return finetune.run(cfg, data_dir, model_dir, features_dir)
