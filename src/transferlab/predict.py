@@ -8,13 +8,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
-from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
 from transferlab.backbones import backbone_class
 from transferlab.config import checked
+from transferlab.data.sources import read_table
 from transferlab.data.datamodules import EncodedInputs, in_row_order
-from transferlab.errors import DataError
+from transferlab.checkpoints import check_fits, load_weights
+from transferlab.errors import DataError, first_line
 from transferlab.stages import extract, finetune, train_head
 from transferlab.trainer import predict_logits
 
@@ -27,13 +28,27 @@ def load_run(run_dir: Path) -> tuple[DictConfig, dict, torch.nn.Module]:
         if not (run_dir / name).is_file():
             raise DataError(f"{run_dir}: not a trained run (no {name})")
     cfg = checked(OmegaConf.load(run_dir / "config.yaml"), str(run_dir / "config.yaml"))
-    card = json.loads((run_dir / "model.json").read_text())
+    card = read_card(run_dir / "model.json")
+    weights = load_weights(run_dir / "model.safetensors")
     if card["kind"] == "head":
         module = train_head.build_module(cfg, card["feature_dim"], len(card["labels"]))
     else:
         module = finetune.build_module(cfg, len(card["labels"]))
-    module.load_state_dict(load_file(run_dir / "model.safetensors"))
+    check_fits(weights, module, run_dir / "model.safetensors")  # a file copied from another run
+    module.load_state_dict(weights)
     return cfg, card, module.eval()
+
+
+def read_card(path: Path) -> dict:
+    """model.json with the fields a rebuild needs; a hand-edited or truncated one in one line."""
+    try:
+        card = json.loads(path.read_text())
+        missing = [k for k in ("kind", "labels", "feature_dim") if k not in card]
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{path}: not a model card ({first_line(exc)})") from None
+    if missing:
+        raise DataError(f"{path}: not a model card (no {missing[0]})")
+    return card
 
 
 def read_inputs(path: Path, column: str) -> tuple[list, list[str]]:
@@ -45,7 +60,7 @@ def read_inputs(path: Path, column: str) -> tuple[list, list[str]]:
         return [f.read_bytes() for f in files], [str(f.relative_to(path)) for f in files]
     if not path.is_file():
         raise DataError(f"{path}: input file not found")
-    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    frame = read_table(path)
     if column not in frame.columns:
         raise DataError(f"{path}: no column '{column}'; columns are {list(frame.columns)}")
     items = frame[column].tolist()

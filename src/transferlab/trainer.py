@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
+import random
 import warnings
 from pathlib import Path
 
 import lightning.pytorch as L
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -15,6 +18,7 @@ from omegaconf import DictConfig
 from safetensors.torch import save_file
 
 from transferlab.atomic import atomic_path
+from transferlab.checkpoints import check_fits, load_checkpoint
 
 
 def quiet_lightning() -> None:
@@ -34,9 +38,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, every_epoch_checkpoint: bool,
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor="val_loss", mode="min",
                                  save_top_k=1, save_last=every_epoch_checkpoint, filename="best")
     stopping = EarlyStopping(monitor="val_loss", mode="min", patience=cfg.strategy.patience)
+    resumable = [EpochSeed(cfg.seed)] if every_epoch_checkpoint else []  # resumed = uninterrupted
     return instantiate(cfg.trainer, max_epochs=cfg.strategy.max_epochs,
                        gradient_clip_val=cfg.strategy.gradient_clip_val,
-                       callbacks=[checkpoint, stopping, *(extra_callbacks or [])],
+                       callbacks=[checkpoint, stopping, *resumable, *(extra_callbacks or [])],
                        logger=CSVLogger(run_dir, name="logs", version=""),
                        default_root_dir=str(run_dir))
 
@@ -47,12 +52,88 @@ def resume_path(run_dir: Path) -> str | None:
     return str(last) if last.is_file() else None
 
 
+def checked_resume(run_dir: Path, module: L.LightningModule) -> tuple[str, int] | None:
+    """(last.ckpt, the epoch it ended) when it can be trusted to resume `module`, else a DataError.
+
+    Left to itself, Lightning passes weights_only=None on to torch.load (safe only while torch's
+    default, True since 2.6, is not overridden by TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD) and fails
+    mid-restore, in many lines, on a checkpoint of another config. This opens it with
+    weights_only=True and checks every weight name and shape first; `trainer.fit(...,
+    weights_only=True)` then loads it again, just as safely."""
+    path = resume_path(run_dir)
+    if path is None:
+        return None
+    ckpt = load_checkpoint(path)
+    check_fits(ckpt["state_dict"], module, path)
+    return path, int(ckpt.get("epoch", 0))
+
+
+def keep_earlier_logs(run_dir: Path, epoch: int) -> None:
+    """Lightning's CSVLogger deletes the metrics.csv it finds when it starts: before a resumed run
+    logs, the killed run's log folder moves aside to `logs.until-epoch-<k>` (its curves are kept)."""
+    logs = run_dir / "logs"
+    if logs.is_dir():
+        aside = run_dir / f"logs.until-epoch-{epoch}"
+        n = 1
+        while aside.exists():
+            aside, n = run_dir / f"logs.until-epoch-{epoch}.{n}", n + 1
+        os.replace(logs, aside)
+
+
+class EpochSeed(L.Callback):
+    """Every random draw of epoch k (batch order, dropout) depends only on (seed, k).
+
+    Lightning's checkpoints restore weights, optimizer, scheduler and loop state but not the
+    random generators, so a run resumed from last.ckpt would shuffle and drop out differently from
+    the run it continues. Here the global generators are seeded with (seed, k) when epoch k starts,
+    just before its batch order is drawn, and with (seed, k, batch) before each batch (dropout),
+    whether this process trained epochs 0..k-1 itself or restored them. Two details make that
+    exact: the train loader's own draw for worker seeds, which Lightning makes only when it
+    re-creates the iterator (not in a resumed process's first epoch), comes from a generator of its
+    own; and the epoch to come is checkpointed, so that `on_fit_start` can seed with it should a
+    Lightning version draw the first batch order before `on_train_epoch_start`."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self.next_epoch = 0
+
+    def reseed(self, *position: int) -> None:
+        value = int(np.random.SeedSequence([self.seed, *position]).generate_state(1)[0])
+        random.seed(value)
+        np.random.seed(value)
+        torch.manual_seed(value)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.reseed(self.next_epoch)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loaders = trainer.train_dataloader
+        for loader in loaders if isinstance(loaders, (list, tuple)) else [loaders]:
+            if isinstance(loader, torch.utils.data.DataLoader) and loader.generator is None:
+                loader.generator = torch.Generator().manual_seed(self.seed)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.next_epoch = trainer.current_epoch
+        self.reseed(self.next_epoch)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        self.reseed(trainer.current_epoch, batch_idx + 1)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.next_epoch = trainer.current_epoch + 1  # what last.ckpt, saved next, resumes into
+
+    def state_dict(self) -> dict:
+        return {"next_epoch": self.next_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.next_epoch = int(state["next_epoch"])
+
+
 def save_best_weights(trainer: L.Trainer, module: L.LightningModule, run_dir: Path) -> Path:
     """Restore the best epoch's weights into `module` and write them as safetensors."""
     best = trainer.checkpoint_callback.best_model_path
     if best:
-        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-        module.load_state_dict(state)
+        module.load_state_dict(load_checkpoint(best)["state_dict"])
     target = run_dir / "model.safetensors"
     with atomic_path(target) as tmp:
         save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(tmp))

@@ -16,7 +16,7 @@ from transferlab.stages import train_head
 from transferlab.resources import ResourceMeter
 from transferlab.stages.model_card import write_model_card
 from transferlab.strategies import apply_strategy, count_parameters, param_groups, strategy_callbacks
-from transferlab.trainer import build_trainer, resume_path, save_best_weights
+from transferlab.trainer import build_trainer, checked_resume, keep_earlier_logs, save_best_weights
 
 
 def build_module(cfg: DictConfig, num_classes: int) -> FinetuneClassifier:
@@ -45,15 +45,19 @@ def run(cfg: DictConfig, data_dir: str | Path, model_dir: str | Path,
     labels = json.loads((data_dir / "labels.json").read_text())
     L.seed_everything(cfg.seed, verbose=False)
     module = build_module(cfg, len(labels))
-    if cfg.strategy.probe_first:
+    resume = checked_resume(model_dir, module)  # a killed run's last.ckpt, checked to be this model's
+    if cfg.strategy.probe_first and resume is None:  # a resumed run's checkpoint holds the head already
         start_from_probe(cfg, module, data_dir, Path(features_dir), model_dir)
+    if resume:
+        keep_earlier_logs(model_dir, resume[1])
     datamodule = InputDataModule(data_dir, module.backbone, cfg.strategy.batch_size)
     trainer = build_trainer(cfg, model_dir, every_epoch_checkpoint=True,
                             extra_callbacks=strategy_callbacks(cfg.strategy))
     with ResourceMeter() as meter:
-        trainer.fit(module, datamodule, ckpt_path=resume_path(model_dir))
+        trainer.fit(module, datamodule, ckpt_path=resume and resume[0], weights_only=True)
     save_best_weights(trainer, module, model_dir)
     trainable, total = count_parameters(module)  # after fit: gradual unfreezing's final count
     trained = [n for n, g in module.backbone.layer_groups() if any(p.requires_grad for p in g.parameters())]
+    resumed = {"resumed_after_epoch": resume[1]} if resume else {}
     return write_model_card(model_dir, cfg, labels, module.backbone.feature_dim, meter, trainer, trained,
-                            trainable_params=trainable, total_params=total)
+                            trainable_params=trainable, total_params=total, **resumed)

@@ -1,0 +1,68 @@
+"""Loading weights safely: plain tensors only, checked against the model before they are used.
+
+Every file of weights transferlab reads is either safetensors (no code can hide in it) or a torch
+checkpoint opened with `weights_only=True` (tensors, numbers, strings and containers; a pickled
+object that would run code when unpickled is refused). Weights of another backbone, label set or
+strategy are refused in one line instead of being half-loaded or failing deep inside torch.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from transferlab.errors import DataError, first_line
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A torch/Lightning checkpoint as plain data, or a one-line DataError naming the file."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise DataError(f"{path}: refused: holds pickled Python objects, not only weights "
+                        f"({_why_refused(exc)})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot be read as a checkpoint ({first_line(exc)})") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise DataError(f"{path}: not a Lightning checkpoint (no state_dict)")
+    return ckpt
+
+
+def _why_refused(exc: Exception) -> str:
+    """torch's refusal spans a dozen lines of advice; what matters is which global it would call."""
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+    return f"unpickling it would call {found.group(1)}" if found else first_line(exc)
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A safetensors file; a truncated or foreign one is a one-line DataError."""
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as exc:
+        raise DataError(f"{path}: cannot be read as safetensors weights ({first_line(exc)})") from None
+
+
+def check_fits(state: Mapping[str, torch.Tensor], module: nn.Module, path: str | Path) -> None:
+    """`state` holds exactly `module`'s weight names and shapes, or a DataError says what differs."""
+    expected = module.state_dict()  # in the model's own order, so the first difference named is the
+    missing = [k for k in expected if k not in state]  # first one a reader would look for
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [k for k in expected if k in state and tuple(getattr(state[k], "shape", ())) != tuple(expected[k].shape)]
+    differences = []
+    if reshaped:
+        k = reshaped[0]
+        differences.append(f"{k} is {tuple(state[k].shape)}, this model's is {tuple(expected[k].shape)}")
+    if missing:
+        differences.append(f"{len(missing)} weights missing, e.g. {missing[0]}")
+    if unexpected:
+        differences.append(f"{len(unexpected)} unexpected, e.g. {unexpected[0]}")
+    if differences:
+        raise DataError(f"{path}: weights of another model (another backbone, label set or strategy): "
+                        + "; ".join(differences))
