@@ -1,0 +1,385 @@
+"""The bad-input catalogue: every mistake a user can make with data, config or files stops the same way.
+
+Each case asserts the exception type (through the Python API, fast) or, for three cases run as the
+user runs them, a non-zero exit code and one `error:` line on stderr; that the message is one
+line naming the file, key or value and what is wrong; and that nothing was written and every
+earlier artifact is byte-for-byte as it was (a snapshot of the whole working folder, taken after
+the bad input was put in place, must be unchanged).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import PYTHON, ROOT, topic_frame
+from omegaconf import OmegaConf
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from transferlab.config import (IMAGE_BACKBONES, IMAGE_SOURCES, TEXT_BACKBONES, TEXT_SOURCES, DataConfig,
+                                checked, compose, load_params)
+from transferlab.errors import ConfigError, DataError
+from transferlab.stages import extract, finetune, prepare, train
+
+Build = Callable[[Path], tuple[Callable[[], object], str]]  # tmp -> (the failing call, what it must name)
+
+
+@dataclass
+class Case:
+    build: Build
+    error: type[Exception]
+    says: tuple[str, ...] = ()  # what the message must say besides the name
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every path under root with its content hash: equal snapshots mean nothing was written."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(root.rglob("*"))}
+
+
+@pytest.fixture(scope="module")
+def earlier(tmp_path_factory) -> Path:
+    """A complete prepared data set, as an earlier good run left it."""
+    root = tmp_path_factory.mktemp("earlier")
+    topic_frame().to_csv(root / "topics.csv", index=False)
+    return prepare.run(data_cfg(root / "topics.csv"), 0, root / "prepared")
+
+
+def data_cfg(path: Path, **changes):
+    fields = {"name": "topics", "source": "csv", "path": str(path), "label_column": "topic", **changes}
+    return OmegaConf.structured(DataConfig(**fields))
+
+
+def topics_cfg(*overrides: str):
+    return checked(compose(["data=csv", "data.path=topics.csv", "data.label_column=topic",
+                            "backbone.max_length=16", *overrides]), "test")
+
+
+# --- data, through prepare.run onto a folder holding the earlier good result -------------------
+
+def table(content: pd.DataFrame | bytes | None, key: str | None = None, **changes) -> Build:
+    """prepare.run on data.csv holding `content` (None: no file at all); the message must name the
+    file, or `key` when the data is fine and a setting is not."""
+    def build(tmp: Path):
+        path = tmp / "in" / "data.csv"
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        elif content is not None:
+            content.to_csv(path, index=False)
+        cfg = data_cfg(path, **changes)
+        return (lambda: prepare.run(cfg, 0, tmp / "prepared")), key or str(path)
+    return build
+
+
+def frame(**columns) -> pd.DataFrame:
+    return topic_frame().assign(**columns)
+
+
+def fewer(label: str, keep: int) -> pd.DataFrame:
+    f = topic_frame()
+    return pd.concat([f[f.topic != label], f[f.topic == label].head(keep)])
+
+
+def images(broken: Callable[[bytes], bytes] | None, count: int = 3) -> Build:
+    """prepare.run on an image folder of two classes; `broken` makes one more file from a good PNG."""
+    def build(tmp: Path):
+        root = tmp / "in" / "imgs"
+        for label, base in (("cats", 10), ("dogs", 200)):
+            (root / label).mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(np.full((8, 8), base + i, np.uint8)).save(root / label / f"{i}.png")
+        named = root
+        if broken is not None:
+            named = root / "dogs" / "broken.png"
+            named.write_bytes(broken((root / "dogs" / "0.png").read_bytes()))
+        cfg = OmegaConf.structured(DataConfig(name="imgs", source="image_folder", path=str(root),
+                                              val_fraction=0.2, test_fraction=0.2))
+        return (lambda: prepare.run(cfg, 0, tmp / "prepared")), str(named)
+    return build
+
+
+def unknown_source(tmp: Path):
+    """data.source set by hand (the API, or an edited params.yaml) to a source that does not exist."""
+    cfg = data_cfg(tmp / "in" / "data.csv", source="nope")
+    return (lambda: prepare.run(cfg, 0, tmp / "prepared")), "data.source='nope'"
+
+
+def unwritable_output(tmp: Path):
+    (tmp / "in" / "a_file").write_text("a file where a folder should be")
+    topic_frame().to_csv(tmp / "in" / "data.csv", index=False)
+    out = tmp / "in" / "a_file" / "prepared"
+    return (lambda: prepare.run(data_cfg(tmp / "in" / "data.csv"), 0, out)), str(out)
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+def overrides(*items: str) -> Build:
+    """Composing conf/ with the user's overrides, then the schema and value checks."""
+    return lambda tmp: ((lambda: checked(compose(list(items)), "test")), items[-1].partition("=")[0])
+
+
+def params_file(edit: Callable[[dict], None] | None) -> Build:
+    """A params.yaml (as dvc.yaml's stages read it), edited by `edit`; None: the file is missing."""
+    def build(tmp: Path):
+        path = tmp / "in" / "params.yaml"
+        if edit is not None:
+            params = OmegaConf.to_container(OmegaConf.load(ROOT / "params.yaml"))
+            edit(params)
+            OmegaConf.save(params, path)
+        return (lambda: load_params(path)), str(path)
+    return build
+
+
+def misspell(params: dict) -> None:
+    params["data"]["trian_size"] = params["data"].pop("train_size")
+
+
+# --- prepared data, trained runs and checkpoints -------------------------------------------------
+
+def label_unseen_in_train(tmp: Path):
+    """A prepared folder edited by hand: every 'tech' row gone from train, still in val and test."""
+    data = shutil.copytree(tmp / "prepared", tmp / "in" / "data")
+    tech = json.loads((data / "labels.json").read_text()).index("tech")
+    rows = pd.read_parquet(data / "train.parquet")
+    rows[rows.label != tech].to_parquet(data / "train.parquet", index=False)
+    return (lambda: train.run(topics_cfg(), data, None, tmp / "run")), str(data / "val.parquet")
+
+
+def trained_run(weights: dict[str, torch.Tensor] | bytes) -> Build:
+    """`transferlab predict`'s loader on a head-only run whose model.safetensors is not its own."""
+    def build(tmp: Path):
+        run = tmp / "in" / "run"
+        run.mkdir()
+        (run / "config.yaml").write_text(OmegaConf.to_yaml(topics_cfg("strategy=linear_probe")))
+        (run / "model.json").write_text(json.dumps({"kind": "head", "labels": ["business", "sport", "tech"],
+                                                    "feature_dim": 384, "strategy": "linear_probe"}))
+        if isinstance(weights, bytes):
+            (run / "model.safetensors").write_bytes(weights)
+        else:
+            save_file(weights, str(run / "model.safetensors"))
+        from transferlab.predict import load_run
+
+        return (lambda: load_run(run)), str(run / "model.safetensors")
+    return build
+
+
+def head(classes: int, dim: int) -> dict[str, torch.Tensor]:
+    return {"head.weight": torch.zeros(classes, dim), "head.bias": torch.zeros(classes)}
+
+
+def resume_from_another_config(tmp: Path):
+    """A run folder whose last.ckpt came from a 5-class run: resuming it must be refused up front."""
+    ckpt = tmp / "in" / "run" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"epoch": 0, "state_dict": head(5, 384)}, ckpt)
+    cfg = topics_cfg("strategy=finetune_last_n", "strategy.max_epochs=1")
+    return (lambda: finetune.run(cfg, tmp / "prepared", ckpt.parents[1])), str(ckpt)
+
+
+CASES = [
+    # data: files
+    pytest.param(Case(table(None), DataError, ("not found", "data.path")), id="missing-file"),
+    pytest.param(Case(table(b""), DataError, ("empty file",)), id="empty-file"),
+    pytest.param(Case(table(b"text,topic\n"), DataError, ("no usable rows", "no rows")), id="header-only"),
+    pytest.param(Case(table("text,topic\ncaf\xe9 au lait,food\n".encode("latin-1")), DataError,
+                      ("not UTF-8", "0xe9")), id="latin-1-encoding"),
+    pytest.param(Case(table("text,topic\nhello,a\n".encode("utf-16")), DataError, ("not UTF-8",)),
+                 id="utf-16-encoding"),
+    pytest.param(Case(table(topic_frame().rename(columns={"text": "body"})), DataError,
+                      ("'text'", "data.text_column", "body")), id="missing-text-column"),
+    pytest.param(Case(table(topic_frame().rename(columns={"topic": "category"})), DataError,
+                      ("'topic'", "data.label_column", "category")), id="missing-label-column"),
+    # data: rows
+    pytest.param(Case(table(frame(text=["", "   ", "\t"] * 20)), DataError,
+                      ("no usable rows", "60 with an empty text")), id="blank-texts"),
+    pytest.param(Case(table(frame(topic=None)), DataError, ("no usable rows", "60 without a label")),
+                 id="nan-labels"),
+    pytest.param(Case(table(topic_frame().query("topic == 'sport'")), DataError,
+                      ("at least 2 classes", "sport")), id="single-class"),
+    pytest.param(Case(table(fewer("tech", 2)), DataError, ("'tech' has 2", "at least 3")),
+                 id="class-too-small-to-stratify"),
+    # data: sizes and fractions
+    pytest.param(Case(table(topic_frame(), "data.train_size=0", train_size=0), DataError, ("> 0",)),
+                 id="train-size-zero"),
+    pytest.param(Case(table(topic_frame(), "data.train_size=-5", train_size=-5), DataError, ("> 0",)),
+                 id="train-size-negative"),
+    pytest.param(Case(table(topic_frame(), "data.train_size=500", train_size=500), DataError, ("only",)),
+                 id="train-size-above-available"),
+    pytest.param(Case(table(topic_frame(), "data.train_size=1.5", train_size=1.5), DataError, ("(0, 1]",)),
+                 id="train-fraction-above-one"),
+    pytest.param(Case(table(topic_frame(), "data.val_fraction + data.test_fraction", val_fraction=0.5,
+                            test_fraction=0.5), DataError, ("< 1",)), id="held-out-fractions-sum-to-one"),
+    pytest.param(Case(overrides("data.val_fraction=0"), ConfigError, ("data.val_fraction=0", "(0, 1)")),
+                 id="val-fraction-zero"),
+    pytest.param(Case(overrides("data.test_fraction=1.5"), ConfigError, ("data.test_fraction=1.5", "(0, 1)")),
+                 id="test-fraction-above-one"),
+    pytest.param(Case(unknown_source, DataError, ("unknown", "bbc_news")), id="unknown-data-source-in-api"),
+    # images
+    pytest.param(Case(images(lambda png: png[: len(png) // 2]), DataError, ("cannot be read as an image",)),
+                 id="truncated-image"),
+    pytest.param(Case(images(lambda png: b"\x89PNG\r\n\x1a\n not really one"), DataError,
+                      ("cannot be read as an image",)), id="corrupt-image"),
+    pytest.param(Case(images(None, count=0), DataError, ("no images found",)), id="image-folder-without-images"),
+    # configuration
+    pytest.param(Case(overrides("data=nope"), ConfigError, ("unknown data", "bbc_news")), id="unknown-data"),
+    pytest.param(Case(overrides("backbone=nope"), ConfigError, ("unknown backbone", "minilm")),
+                 id="unknown-backbone"),
+    pytest.param(Case(overrides("strategy=nope"), ConfigError, ("unknown strategy", "finetune_full")),
+                 id="unknown-strategy"),
+    pytest.param(Case(overrides("backbone.name=resnet"), ConfigError, ("'resnet'", "unknown", "minilm")),
+                 id="unknown-backbone-name"),
+    pytest.param(Case(overrides("strategy.lrr=0.1"), ConfigError, ("unknown key", "did you mean strategy.lr")),
+                 id="misspelt-key"),
+    pytest.param(Case(params_file(misspell), ConfigError, ("data.trian_size",)), id="misspelt-key-in-params"),
+    pytest.param(Case(params_file(None), ConfigError, ("not found",)), id="missing-params-file"),
+    pytest.param(Case(overrides("strategy.max_epochs=ten"), ConfigError, ("'ten'", "Integer")),
+                 id="wrong-type"),
+    pytest.param(Case(overrides("strategy.lr=-0.001"), ConfigError, ("strategy.lr=-0.001", "> 0")),
+                 id="negative-learning-rate"),
+    pytest.param(Case(overrides("strategy.max_epochs=0"), ConfigError, ("strategy.max_epochs=0", "> 0")),
+                 id="zero-epochs"),
+    # prepared data, runs, checkpoints, outputs
+    pytest.param(Case(label_unseen_in_train, DataError, ("'tech'", "never occurs in train.parquet")),
+                 id="label-unseen-in-train"),
+    pytest.param(Case(trained_run(head(5, 384)), DataError, ("another model", "(5, 384)", "(3, 384)")),
+                 id="weights-of-another-label-count"),
+    pytest.param(Case(trained_run(head(3, 1280)), DataError, ("another model", "(3, 1280)", "(3, 384)")),
+                 id="weights-of-another-backbone"),
+    pytest.param(Case(trained_run(b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\":"), DataError,
+                      ("cannot be read as safetensors",)), id="truncated-weights"),
+    pytest.param(Case(resume_from_another_config, DataError, ("another model", "head.weight is (5, 384)")),
+                 id="resume-from-last-ckpt-of-another-config"),
+    pytest.param(Case(unwritable_output, DataError, ("cannot write", "is a file, not a folder")),
+                 id="output-path-not-writable"),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_fails_in_one_line_and_writes_nothing(case: Case, tmp_path: Path, earlier: Path):
+    shutil.copytree(earlier, tmp_path / "prepared")  # an earlier run's artifact, to be left alone
+    (tmp_path / "in").mkdir()
+    act, named = case.build(tmp_path)
+    before = snapshot(tmp_path)
+    with pytest.raises(case.error) as raised:
+        act()
+    message = str(raised.value)
+    assert "\n" not in message and message.strip() == message, message
+    for part in (named, *case.says):
+        assert part in message, f"{part!r} not in {message!r}"
+    assert snapshot(tmp_path) == before
+
+
+def test_the_names_checked_in_config_are_the_registries():
+    """config.py names sources and backbones without importing them; the registries must agree."""
+    from transferlab.backbones import BACKBONES
+    from transferlab.data.sources import SOURCES
+
+    assert set(TEXT_SOURCES + IMAGE_SOURCES) == set(SOURCES)
+    assert set(TEXT_BACKBONES + IMAGE_BACKBONES) == set(BACKBONES)
+
+
+# --- a feature cache damaged on disk: detected and rebuilt, never trusted -------------------------
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory, earlier):
+    root = tmp_path_factory.mktemp("features")
+    cfg = topics_cfg()
+    entry = extract.run(cfg.backbone, cfg.extract, earlier, root)
+    good = {s: load_file(entry / f"{s}.safetensors")["features"].clone() for s in ("train", "val", "test")}
+    return cfg, root, entry, good
+
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def flip_last_byte(path: Path) -> None:
+    """A bit of rot inside the tensor data: the file still parses, its numbers are wrong."""
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage, where, reembeds", [
+    (truncate, "val.safetensors", False),
+    (flip_last_byte, "test.safetensors", False),
+    (flip_last_byte, "store", True),
+], ids=["truncated-split-file", "flipped-byte-in-split-file", "flipped-byte-in-item-store"])
+def test_damaged_feature_cache_is_rebuilt_not_trusted(features, earlier, damage, where, reembeds):
+    cfg, root, entry, good = features
+    if where == "store":  # the entry must miss too, or the store is never read
+        damage(root / "items" / extract.backbone_key(cfg.backbone, cfg.extract) / "features.safetensors")
+        shutil.rmtree(entry)
+    else:
+        damage(entry / where)
+    again = extract.run(cfg.backbone, cfg.extract, earlier, root)
+    assert again == entry
+    for split, expected in good.items():
+        assert torch.allclose(load_file(entry / f"{split}.safetensors")["features"], expected, atol=1e-5)
+    embedded = json.loads((entry / "meta.json").read_text())["items_embedded"]
+    assert embedded == (sum(len(v) for v in good.values()) if reembeds else 0)
+
+
+# --- as the user sees it: one flow failing inside Prefect, one before Hydra, one DVC stage -------
+
+def adapt(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """The flow with the user's overrides; its run dir and caches kept under tmp_path."""
+    return subprocess.run(
+        [PYTHON, "flows/adapt.py", *overrides,
+         f"hydra.run.dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def error_line(proc: subprocess.CompletedProcess, prefix: str = "error: ") -> str:
+    """Non-zero exit, and the whole of stderr, blank lines aside, is one line: the error."""
+    assert proc.returncode != 0, proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(prefix), proc.stderr
+    return lines[0]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api")
+def test_flow_csv_without_the_label_column(tmp_path):
+    """Bad data found inside a Prefect task: one line, exit 2, no run folder, nothing cached."""
+    csv = tmp_path / "untitled.csv"
+    topic_frame().rename(columns={"topic": "category"}).to_csv(csv, index=False)
+    line = error_line(adapt(tmp_path, "data=csv", f"data.path={csv}", "data.label_column=topic"))
+    assert str(csv) in line and "'topic'" in line and "data.label_column" in line and "category" in line
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.slow
+def test_flow_misspelt_key(tmp_path):
+    """A misspelt override stops the flow before Hydra, with the key it probably meant."""
+    line = error_line(adapt(tmp_path, "strategy.lrr=0.1"))
+    assert line == "error: strategy.lrr: unknown key; did you mean strategy.lr?"
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.slow
+def test_dvc_prepare_stage_misspelt_key_leaves_the_earlier_artifacts(tmp_path, earlier):
+    """`transferlab prepare` (what dvc.yaml runs) on a bad params.yaml: the prepared data stays."""
+    params = OmegaConf.to_container(OmegaConf.load(ROOT / "params.yaml"))
+    params["paths"]["artifacts_dir"] = str(tmp_path / "artifacts")
+    misspell(params)
+    OmegaConf.save(params, tmp_path / "params.yaml")
+    shutil.copytree(earlier, tmp_path / "artifacts" / "data")
+    before = snapshot(tmp_path)
+    proc = subprocess.run([str(Path(PYTHON).parent / "transferlab"), "prepare", "--params",
+                           str(tmp_path / "params.yaml")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    line = error_line(proc, prefix="transferlab prepare: error: ")
+    assert str(tmp_path / "params.yaml") in line and "data.trian_size" in line
+    assert snapshot(tmp_path) == before
