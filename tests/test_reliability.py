@@ -1,0 +1,240 @@
+"""Reliability with real processes and the real MiniLM: concurrent runs on one cache, a fine-tuning run
+killed with SIGKILL and resumed, bit-identical reruns, and checkpoints that cannot run code."""
+
+from __future__ import annotations
+
+import ast
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import PYTHON, ROOT, topic_frame
+from safetensors.torch import load_file
+
+from transferlab.config import checked, compose
+from transferlab.errors import DataError
+from transferlab.features import FeatureCache
+from transferlab.stages import evaluate, extract, finetune, prepare, train
+from transferlab.strategies import needs_features
+
+SPLITS = ("train", "val", "test")
+TIMING = ("train_seconds", "peak_memory_mb")  # the only metrics allowed to differ between identical runs
+
+
+def topic_overrides(csv: Path, *extra: str) -> list[str]:
+    return ["data=csv", f"data.path={csv}", "data.label_column=topic", "backbone.max_length=16",
+            "trainer.enable_progress_bar=false", *extra]
+
+
+def run_pipeline(overrides: list[str], data: Path, run: Path) -> dict:
+    """train + evaluate into `run` on prepared `data`, as the flow's tasks call them."""
+    cfg = checked(compose(overrides), "test")
+    features = extract.run(cfg.backbone, cfg.extract, data, run.parent / "features") \
+        if needs_features(cfg.strategy) else None
+    train.run(cfg, data, features, run)
+    return evaluate.run(cfg, data, features, run, run)
+
+
+def without_timing(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k not in TIMING}
+
+
+# --- two processes on one cache -------------------------------------------------------------------
+
+CONCURRENT = """
+import json, sys, time
+from pathlib import Path
+from transferlab.config import checked, compose
+from transferlab.stages import extract, prepare
+overrides, cache, barrier, me = json.loads(sys.argv[1])
+cfg = checked(compose(overrides), "test")
+Path(barrier, me).touch()
+while len(list(Path(barrier).iterdir())) < 2:  # both processes imported and composed: go together
+    time.sleep(0.005)
+data = prepare.cached(cfg.data, cfg.seed, cache)
+entry = extract.run(cfg.backbone, cfg.extract, data, Path(cache) / "features")
+print(json.dumps({"data": str(data), "entry": str(entry)}))
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_on_one_cache_both_finish_with_a_correct_cache(tmp_path):
+    """Two flows starting at once: the file locks make one prepare and embed while the other waits,
+    and both get the same uncorrupted entries a single process would have made."""
+    topic_frame().to_csv(tmp_path / "topics.csv", index=False)
+    overrides = topic_overrides(tmp_path / "topics.csv")
+    (tmp_path / "barrier").mkdir()
+    procs = [subprocess.Popen([PYTHON, "-c", CONCURRENT,
+                               json.dumps([overrides, str(tmp_path / "cache"), str(tmp_path / "barrier"), str(i)])],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err
+    first, second = (json.loads(out.splitlines()[-1]) for out, _ in outputs)
+    assert first == second
+    entry = Path(first["entry"])
+
+    cfg = checked(compose(overrides), "test")  # the same work in one process, on a cache of its own
+    alone_data = prepare.cached(cfg.data, cfg.seed, tmp_path / "alone")
+    alone = extract.run(cfg.backbone, cfg.extract, alone_data, tmp_path / "alone" / "features")
+    for split in SPLITS:
+        assert pd.read_parquet(Path(first["data"]) / f"{split}.parquet").equals(
+            pd.read_parquet(alone_data / f"{split}.parquet"))
+        shared = FeatureCache(tmp_path / "cache" / "features").load(entry.name, split)
+        assert shared is not None, f"{split}: unreadable or failing its checksum"
+        assert torch.allclose(shared, load_file(alone / f"{split}.safetensors")["features"], atol=1e-6)
+    assert len(list((tmp_path / "cache" / "prepared").glob("*/data_card.json"))) == 1
+    leftovers = [p for p in (tmp_path / "cache").rglob(".*") if not p.name.endswith(".lock")]
+    assert leftovers == [], leftovers  # no temporary files or folders left behind
+    store = json.loads((tmp_path / "cache" / "features" / "items" / json.loads(
+        (entry / "meta.json").read_text())["store"] / "meta.json").read_text())
+    assert store["items_embedded"] == len(topic_frame())  # every text embedded once, by one process
+
+
+# --- a fine-tuning run killed with SIGKILL, then rerun ---------------------------------------------
+
+MAX_EPOCHS = 3
+FINETUNE = ("strategy=finetune_last_n", f"strategy.max_epochs={MAX_EPOCHS}", "strategy.patience=5")
+
+RUN = """
+import json, sys
+from transferlab.config import checked, compose
+from transferlab.stages import evaluate, train
+overrides, data, run = json.loads(sys.argv[1])
+cfg = checked(compose(overrides), "test")
+train.run(cfg, data, None, run)
+evaluate.run(cfg, data, None, run, run)
+"""
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory):
+    """An uninterrupted fine-tuning run: the prepared data, its overrides and its metrics."""
+    root = tmp_path_factory.mktemp("finetune")
+    topic_frame(copies=3).to_csv(root / "topics.csv", index=False)
+    overrides = topic_overrides(root / "topics.csv", *FINETUNE)
+    cfg = checked(compose(overrides), "test")
+    data = prepare.run(cfg.data, cfg.seed, root / "data")
+    return root, data, overrides, run_pipeline(overrides, data, root / "uninterrupted")
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.is_file():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.01)
+
+
+@pytest.mark.slow
+def test_killed_finetune_resumes_from_its_last_checkpoint_to_the_same_result(finetuned):
+    root, data, overrides, expected = finetuned
+    run = root / "killed"
+    last = run / "checkpoints" / "last.ckpt"
+    proc = subprocess.Popen([PYTHON, "-c", RUN, json.dumps([overrides, str(data), str(run)])], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for(last, proc)  # epoch 0 is over and checkpointed; the next one is under way
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (run / "model.safetensors").exists() and not (run / "metrics.json").exists()
+    stopped_after = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
+    assert stopped_after < MAX_EPOCHS - 1  # killed before the last epoch ended
+
+    metrics = run_pipeline(overrides, data, run)  # the same command again
+    assert json.loads((run / "model.json").read_text())["resumed_after_epoch"] == stopped_after
+    assert (run / f"logs.until-epoch-{stopped_after}" / "metrics.csv").is_file()  # the killed run's curves
+    assert metrics["epochs"] == expected["epochs"]
+    assert without_timing(metrics) == without_timing(expected)
+    assert (run / "predictions.csv").read_bytes() == (root / "uninterrupted" / "predictions.csv").read_bytes()
+    resumed, uninterrupted = (load_file(r / "model.safetensors") for r in (run, root / "uninterrupted"))
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
+
+
+# --- determinism ----------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_same_config_and_seed_give_identical_metrics(finetuned):
+    """A second fine-tuning run from scratch: metrics.json identical but for wall time and memory."""
+    root, data, overrides, expected = finetuned
+    again = run_pipeline(overrides, data, root / "again")
+    saved = json.loads((root / "again" / "metrics.json").read_text())
+    assert saved == again
+    assert without_timing(again) == without_timing(expected)
+    assert (root / "again" / "predictions.csv").read_bytes() == \
+        (root / "uninterrupted" / "predictions.csv").read_bytes()
+
+
+def test_a_head_strategy_with_dropout_is_deterministic_too(tmp_path):
+    topic_frame().to_csv(tmp_path / "topics.csv", index=False)
+    overrides = topic_overrides(tmp_path / "topics.csv", "strategy=mlp_head", "strategy.head.dropout=0.3",
+                                "strategy.max_epochs=20")
+    cfg = checked(compose(overrides), "test")
+    data = prepare.run(cfg.data, cfg.seed, tmp_path / "data")
+    first, second = (run_pipeline(overrides, data, tmp_path / name) for name in ("first", "second"))
+    assert without_timing(first) == without_timing(second)
+    assert (tmp_path / "first" / "predictions.csv").read_bytes() == \
+        (tmp_path / "second" / "predictions.csv").read_bytes()
+
+
+# --- safe loading ---------------------------------------------------------------------------------
+
+class WritesAFile:
+    """What a malicious checkpoint carries: unpickling it calls open(path, "w")."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return open, (str(self.path), "w")
+
+
+def test_a_checkpoint_carrying_pickled_code_is_refused_not_run(tmp_path):
+    topic_frame().to_csv(tmp_path / "topics.csv", index=False)
+    overrides = topic_overrides(tmp_path / "topics.csv", *FINETUNE)
+    cfg = checked(compose(overrides), "test")
+    data = prepare.run(cfg.data, cfg.seed, tmp_path / "data")
+    probe = tmp_path / "the_payload_works"
+    torch.save({"x": WritesAFile(probe)}, tmp_path / "probe.ckpt")
+    torch.load(tmp_path / "probe.ckpt", weights_only=False)  # what an unsafe load would do
+    assert probe.exists()
+
+    marker = tmp_path / "written_by_the_checkpoint"
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    torch.save({"epoch": 0, "state_dict": {"head.weight": WritesAFile(marker)}}, last)
+    with pytest.raises(DataError) as raised:
+        finetune.run(cfg, data, tmp_path / "run")
+    message = str(raised.value)
+    assert "\n" not in message and str(last) in message and "refused" in message and "would call io.open" in message
+    assert not marker.exists()
+
+
+def calls(tree: ast.AST, name: str) -> list[ast.Call]:
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute) and node.func.attr == name]
+
+
+def keyword_is_true(call: ast.Call, key: str) -> bool:
+    return any(k.arg == key and isinstance(k.value, ast.Constant) and k.value.value is True for k in call.keywords)
+
+
+def test_every_load_of_a_checkpoint_is_weights_only():
+    """torch.load only with weights_only=True, Lightning's resume too, and no pickle anywhere."""
+    sources = {path: ast.parse(path.read_text()) for folder in ("src", "flows")
+               for path in (ROOT / folder).rglob("*.py")}
+    for path, tree in sources.items():
+        loads = [c for c in calls(tree, "load") if isinstance(c.func.value, ast.Name) and c.func.value.id == "torch"]
+        assert all(keyword_is_true(c, "weights_only") for c in loads), f"{path}: torch.load without weights_only=True"
+        resumes = [c for c in calls(tree, "fit") if any(k.arg == "ckpt_path" for k in c.keywords)]
+        assert all(keyword_is_true(c, "weights_only") for c in resumes), f"{path}: fit(ckpt_path=...) not weights_only"
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+        modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert not ({"pickle", "dill", "joblib"} & (imported | modules)) or path.name == "checkpoints.py", path
