@@ -12,6 +12,8 @@ from pathlib import Path
 from transferlab.orchestration import check_group_options, configure_prefect, exit_on_bad_input, quiet_logs
 
 configure_prefect(Path(__file__).resolve().parents[1])
+if __name__ == "__main__":
+    check_group_options()  # a misspelt option or key fails before torch and Prefect load
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
@@ -49,5 +51,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    check_group_options()
     main()
