@@ -86,7 +86,7 @@ def _sentence(v: Verdict) -> str:
         return (f"with {v.train_size} labels, {v.finetune} leads {v.transfer} by {_points(v.lead)} "
                 f"(beyond the spread of {_points(v.noise)}) at {ratio} the training compute")
     return (f"with {v.train_size} labels, {v.transfer} beats {v.finetune} by {_points(v.lead)} "
-            f"(beyond the spread of {_points(v.noise)}) at 1/{v.compute_ratio:.0f} of its compute")
+            f"(beyond the spread of {_points(v.noise)}), and {v.finetune} takes {ratio} the training compute")
 
 
 def recommendation(found: list[Verdict]) -> str:
@@ -95,8 +95,11 @@ def recommendation(found: list[Verdict]) -> str:
         return "No train size has both a transfer-learning and a fine-tuning run to compare."
     cross = crossover(found)
     if cross is None:
+        cost = ("and it costs less" if all(v.compute_ratio > 1 for v in found) else
+                "and, with feature extraction counted in full, it costs about as much as fine-tuning here "
+                "(extraction is paid once for every head trained on these features)")
         advice = ("Use transfer learning (a frozen backbone with a trained head): fine-tuning does not "
-                  "beat it beyond noise at any measured size, and it costs far less.")
+                  f"beat it beyond noise at any measured size, {cost}.")
     elif cross == found[0].train_size:
         advice = (f"Fine-tune: {found[0].finetune} leads at every measured size, from {cross} labels on.")
     else:
