@@ -1,7 +1,8 @@
 """Apply the seed's criteria to measured runs: which strategy, for this data and this budget.
 
 A difference counts only when it is larger than the seeds' spread (the standard deviation of the
-difference of two means) and than `tie_margin`; anything smaller is called a tie, not a win.
+difference of two means), than the test set's sampling error of that difference, and than
+`tie_margin`; anything smaller is called a tie, not a win.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     summary.columns = [f"{m}_{stat}" for m, stat in summary.columns]
     summary["seeds"] = grouped.size()
     summary["trainable_params"] = grouped["trainable_params"].first()
+    if "test_size" in runs:
+        summary["test_size"] = grouped["test_size"].first()
     summary["total_params"] = grouped["total_params"].first()
     return summary.reset_index()
 
@@ -46,6 +49,16 @@ def _best(rows: pd.DataFrame) -> pd.Series:
     return rows.loc[rows["test_accuracy_mean"].idxmax()]
 
 
+def sampling_error(a: pd.Series, b: pd.Series) -> float:
+    """Standard error of the difference of two accuracies on a test set of this size: what a single
+    seed cannot show, and a lead must still exceed (0 when the size is unknown)."""
+    n = a.get("test_size")
+    if n is None or pd.isna(n) or n <= 0:
+        return 0.0
+    p, q = a["test_accuracy_mean"], b["test_accuracy_mean"]
+    return float(np.sqrt((p * (1 - p) + q * (1 - q)) / n))
+
+
 def verdicts(summary: pd.DataFrame, extraction_seconds: float = 0.0, tie_margin: float = 0.005) -> list[Verdict]:
     """The best transfer vs the best fine-tuning strategy at every train size both were run at."""
     out = []
@@ -55,6 +68,7 @@ def verdicts(summary: pd.DataFrame, extraction_seconds: float = 0.0, tie_margin:
             continue
         tl, ft = _best(heads), _best(tunes)
         spread = float(np.sqrt(np.nansum([tl["test_accuracy_std"] ** 2, ft["test_accuracy_std"] ** 2])))
+        spread = max(spread, sampling_error(tl, ft))
         cost_tl = tl["train_seconds_mean"] + extraction_seconds
         out.append(Verdict(int(size), tl["strategy"], ft["strategy"],
                            float(ft["test_accuracy_mean"] - tl["test_accuracy_mean"]), max(spread, tie_margin),
