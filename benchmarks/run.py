@@ -1,12 +1,14 @@
 """Every benchmark, one line per figure, then benchmarks/RESULTS.md with this machine's description.
 
     .venv/bin/python benchmarks/run.py            # all (about 15 minutes on 2 CPU cores)
-    .venv/bin/python benchmarks/run.py head sweep # some
+    .venv/bin/python benchmarks/run.py head sweep # some (their rows of RESULTS.md are replaced)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import json
 import os
 import platform
 import sys
@@ -32,7 +34,13 @@ def machine() -> str:
             f"native bf16: {', '.join(bf16) or 'none (bf16 is emulated, expect it slower than fp32)'}")
 
 
-def write_results(figures: list[Figure]) -> Path:
+def write_results(new: list[Figure]) -> Path:
+    """RESULTS.md from every figure measured so far: a run of some benchmarks replaces their rows."""
+    store = ROOT / "benchmarks" / "results.json"
+    known = {f["name"]: f for f in json.loads(store.read_text())} if store.exists() else {}
+    known.update({f.name: dataclasses.asdict(f) for f in new})
+    store.write_text(json.dumps(list(known.values()), indent=2) + "\n")
+    figures = [Figure(**f) for f in known.values()]
     rows = "\n".join(f"| {f.name} | {f.ours:.3g} | {f.baseline:.3g} | {f.ratio:.2f}x | {f.goal or '-'} | "
                      f"{ {True: 'met', False: 'not met', None: 'reported'}[f.met]} | {f.note} |" for f in figures)
     path = ROOT / "benchmarks" / "RESULTS.md"
@@ -52,8 +60,7 @@ def main(names: list[str]) -> None:
         for figure in importlib.import_module(name).measure():
             print(figure.line(), flush=True)
             figures.append(figure)
-    if not names:
-        print(f"written: {write_results(figures)}")
+    print(f"written: {write_results(figures)}")
 
 
 if __name__ == "__main__":
