@@ -94,7 +94,7 @@ def _sentence(v: Verdict) -> str:
     ratio = f"{v.compute_ratio:.0f}x" if v.compute_ratio >= 10 else f"{v.compute_ratio:.1f}x"
     if v.winner == "tie":
         return (f"with {v.train_size} labels, {v.transfer} and {v.finetune} are tied "
-                f"({v.finetune} {'+' if v.lead >= 0 else '-'}{_points(v.lead)}, within the seeds' spread of "
+                f"({v.finetune} {'+' if v.lead >= 0 else '-'}{_points(v.lead)}, within the noise (seeds' spread, test-set sampling error) of "
                 f"{_points(v.noise)}), and {v.finetune} costs {ratio} the training compute")
     if v.winner == "finetune":
         return (f"with {v.train_size} labels, {v.finetune} leads {v.transfer} by {_points(v.lead)} "
