@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from transferlab.config import check_group_choices, checked, compose
+from transferlab.config import checked, compose
 from transferlab.stages import artifact_dirs, evaluate, extract, prepare, train
 from transferlab.strategies import needs_features
 
@@ -27,7 +27,6 @@ def sized(data: dict, size: int | float | str) -> dict:
 
 def run_config(cfg: DictConfig, strategy: str, size: int | float | str, seed: int, conf_dir: Path) -> DictConfig:
     """params.yaml at this size and seed, with the strategy section composed from conf/strategy/<name>.yaml."""
-    check_group_choices([f"strategy={strategy}"], conf_dir)
     base = OmegaConf.to_container(cfg, resolve=True)
     chosen = OmegaConf.to_container(compose([f"strategy={strategy}"], conf_dir).strategy, resolve=True)
     return checked({**base, "strategy": chosen, "seed": seed, "data": sized(base["data"], size)},
