@@ -2,13 +2,15 @@
 
     python flows/compare.py data=bbc_news compare.strategies=[linear_probe,finetune_full] \
         compare.train_sizes=[50,200,all] compare.seeds=[0,1,2]
+    python flows/compare.py compare.task_runner=dask compare.workers=2   # runs in 2 Dask processes
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from transferlab.orchestration import check_group_options, configure_prefect, exit_on_bad_input, quiet_logs
+from transferlab.orchestration import (check_group_options, configure_prefect, exit_on_bad_input, quiet_logs,
+                                       task_runner)
 
 configure_prefect(Path(__file__).resolve().parents[1])
 if __name__ == "__main__":
@@ -19,14 +21,14 @@ from hydra import compose  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from prefect import flow  # noqa: E402
-from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from transferlab.config import check_group_choices, checked  # noqa: E402
 from transferlab.report.render import build_report, load_runs  # noqa: E402
 from transferlab.stages import extract, prepare  # noqa: E402
 from transferlab.stages.compare import run_name, sized  # noqa: E402
 from transferlab.strategies import needs_features  # noqa: E402
-from transferlab.tasks import evaluate_task, extract_task, prepare_task, train_task  # noqa: E402
+from transferlab.tasks import (evaluate_task, extract_task, for_run, prepare_task, train_task,  # noqa: E402
+                               trusted_while)
 
 
 def run_configs(base: DictConfig, overrides: list[str]) -> dict[str, dict]:
@@ -51,18 +53,20 @@ def compare(configs: dict[str, dict], out_dir: str) -> dict:
     for seed in c.compare.seeds:
         for size in c.compare.train_sizes:
             data = sized(any_cfg["data"], size)
-            data_dir = prepare_task(data, seed, str(prepare.cache_dir(OmegaConf.create(data), seed, cache_root)))
+            prepared = str(prepare.cache_dir(OmegaConf.create(data), seed, cache_root))
+            data_dir = trusted_while(prepare_task, prepared)(data, seed, prepared)
             data_dirs.append(Path(data_dir))
             features = None
             if use_features:
-                features = extract_task(any_cfg["backbone"], any_cfg["extract"], data_dir,
-                                        str(cache_root / "features"))
+                features = trusted_while(extract_task, cache_root / "features")(
+                    any_cfg["backbone"], any_cfg["extract"], data_dir, str(cache_root / "features"))
             for name, cfg in configs.items():
                 run_cfg = {**cfg, "seed": seed, "data": data}
                 run_dir = str(Path(out_dir) / "runs" / run_name(name, size, seed))
                 feats = features if needs_features(OmegaConf.create(cfg["strategy"])) else None
-                trained = train_task.submit(run_cfg, data_dir, feats, run_dir)
-                jobs.append((run_dir, evaluate_task.submit(run_cfg, data_dir, feats, run_dir, wait_for=[trained])))
+                trained = for_run(train_task, run_dir).submit(run_cfg, data_dir, feats, run_dir)
+                jobs.append((run_dir, for_run(evaluate_task, run_dir).submit(run_cfg, data_dir, feats, run_dir,
+                                                                             wait_for=[trained])))
     failed = []
     for run_dir, future in jobs:  # a failed run (after its retry) is reported, not fatal
         future.wait()
@@ -82,8 +86,7 @@ def main(cfg: DictConfig) -> None:
     run_dir = HydraConfig.get().runtime.output_dir
     with exit_on_bad_input(Path(run_dir)):
         configs = run_configs(checked(cfg, "config"), list(HydraConfig.get().overrides.task))
-        runner = ThreadPoolTaskRunner(max_workers=cfg.compare.workers)
-        result = compare.with_options(task_runner=runner)(configs, run_dir)
+        result = compare.with_options(task_runner=task_runner(cfg.compare))(configs, run_dir)
     print(result["recommendation"])
     if result["failed_runs"]:
         print(f"failed runs (left out of the report): {result['failed_runs']}")

@@ -108,7 +108,8 @@ class StrategyConfig:
 class TrainerConfig:
     _target_: str = "lightning.pytorch.Trainer"
     accelerator: str = "cpu"
-    devices: int = 1
+    devices: Any = 1  # a count, -1 (all) or "auto"; more than one needs strategy ddp_spawn
+    strategy: str = "auto"  # auto (one process) | ddp_spawn (trainer=ddp); see SPAWN_STRATEGY
     precision: str = "32-true"
     deterministic: bool = True
     enable_progress_bar: bool = True
@@ -116,13 +117,43 @@ class TrainerConfig:
     log_every_n_steps: int = 10
 
 
+# The Lightning loggers a `logger` config may name (conf/logger/), each with the keys it may set
+# (save_dir is the run's logs folder, set by the stage) and the package it needs, named here so
+# checking needs no torch; a test keeps the keys equal to the classes' signatures.
+LOGGERS = {
+    "lightning.pytorch.loggers.CSVLogger": (None, ("name", "version", "prefix", "flush_logs_every_n_steps")),
+    "lightning.pytorch.loggers.TensorBoardLogger": ("tensorboardX", ("name", "version", "log_graph",
+                                                                      "default_hp_metric", "prefix", "sub_dir")),
+    "lightning.pytorch.loggers.MLFlowLogger": ("mlflow", ("experiment_name", "run_name", "tracking_uri", "tags",
+                                                          "log_model", "prefix", "artifact_location", "run_id",
+                                                          "synchronous")),
+}
+# Lightning's `ddp` re-executes the whole command line in every child process: a flow or DVC stage
+# would run again from the start in each. `ddp_spawn` runs only `fit` in the children.
+SPAWN_STRATEGY = "ddp_spawn"
+
+
 @dataclass
 class CompareConfig:
     strategies: list[str] = field(default_factory=lambda: ["linear_probe", "finetune_full"])
     train_sizes: list[Any] = field(default_factory=lambda: [50, 200])
     seeds: list[int] = field(default_factory=lambda: [0])
-    workers: int = 1
+    workers: int = 1  # runs at once: threads in one process, or Dask worker processes
+    task_runner: str = "threads"  # threads (Prefect's thread pool) | dask (a local Dask cluster)
     tie_margin: float = 0.005
+
+
+TASK_RUNNERS = ("threads", "dask")
+
+
+@dataclass
+class ScheduleConfig:
+    """flows/serve.py: the compare flow as a deployment on a Prefect server, run on a cron schedule."""
+
+    name: str = "scheduled-compare"  # the deployment: `prefect deployment run compare/<name>`
+    cron: str = "0 3 * * *"  # minute hour day-of-month month day-of-week
+    timezone: str = "UTC"  # IANA name the cron string is read in
+    out_dir: str = "reports/scheduled"  # every run rewrites this report in place
 
 
 @dataclass
@@ -138,9 +169,15 @@ class Config:
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    # a Lightning logger (conf/logger/): keys vary by class, so checked against LOGGERS in validate()
+    # conf/logger/csv.yaml by default; empty (a run folder's config.yaml from before loggers were
+    # configurable, read back by `transferlab predict`): no logger
+    logger: dict[str, Any] = field(default_factory=dict)
     paths: PathsConfig = field(default_factory=PathsConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     seed: int = 0
+    optimized_metric: str = "val_accuracy"  # what flows/adapt.py returns to a Hydra sweeper (Optuna)
 
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -188,7 +225,8 @@ def check_override_keys(overrides: list[str], conf_dir: Path = CONF_DIR) -> None
     schema = OmegaConf.structured(Config)
     for override in overrides:
         key, sep, _ = override.partition("=")
-        if not sep or key.startswith(("+", "~", "-", "hydra")) or "/" in key or (Path(conf_dir) / key).is_dir():
+        if not sep or key.startswith(("+", "~", "-", "hydra", "logger.")) or "/" in key \
+                or (Path(conf_dir) / key).is_dir():  # logger keys depend on its class: validate()
             continue
         parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(schema, parent) if parent else schema
@@ -210,6 +248,11 @@ def checked(cfg: DictConfig | dict, source: str) -> DictConfig:
 
 
 TRAINABLE = ("head", "all", "last_n", "lora")
+# The numeric keys of metrics.json (transferlab.stages.evaluate), named here so checking needs no
+# torch; a test keeps them equal. A sweep should optimise a val_ or train_ one: tuning on test
+# leaks the test set into the choice.
+METRICS = ("test_accuracy", "test_macro_f1", "train_accuracy", "val_accuracy", "trainable_params",
+           "total_params", "train_seconds", "peak_memory_mb", "epochs")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -236,6 +279,8 @@ def validate(cfg: DictConfig) -> None:
         (s.optimizer in ("adamw", "lbfgs"), "strategy.optimizer", s.optimizer, "must be 'adamw' or 'lbfgs'"),
         (s.kind == "head" or s.optimizer == "adamw", "strategy.optimizer", s.optimizer,
          "lbfgs (full batch) is for heads on cached features; fine-tuning takes adamw"),
+        (s.optimizer != "lbfgs" or s.gradient_clip_val is None, "strategy.gradient_clip_val", s.gradient_clip_val,
+         "L-BFGS steps come from a line search and are not clipped; set it to null"),
         (s.probe.optimizer in ("adamw", "lbfgs"), "strategy.probe.optimizer", s.probe.optimizer,
          "must be 'adamw' or 'lbfgs'"),
         (s.lora.r > 0, "strategy.lora.r", s.lora.r, "must be > 0"),
@@ -254,14 +299,53 @@ def validate(cfg: DictConfig) -> None:
          f"{'images' if images else 'text'}; choose " + (f"an image backbone ({', '.join(IMAGE_BACKBONES)})"
                                                          if images else f"a text backbone ({', '.join(TEXT_BACKBONES)})")),
         (cfg.data.limit is None or cfg.data.limit > 0, "data.limit", cfg.data.limit, "must be > 0 or null"),
+        (cfg.compare.task_runner in TASK_RUNNERS, "compare.task_runner", cfg.compare.task_runner,
+         f"must be one of {', '.join(TASK_RUNNERS)}"),
+        (cfg.compare.workers > 0, "compare.workers", cfg.compare.workers, "must be > 0"),
         (cfg.backbone.image_size is None or cfg.backbone.image_size >= 32, "backbone.image_size",
          cfg.backbone.image_size, "must be >= 32 or null"),
         (cfg.backbone.max_length is None or cfg.backbone.max_length > 0, "backbone.max_length",
          cfg.backbone.max_length, "must be > 0 or null"),
+        (cfg.optimized_metric in METRICS, "optimized_metric", cfg.optimized_metric,
+         f"not a metric; choose one of {', '.join(METRICS)}"),
     ]
-    for ok, key, value, why in checks:
+    checks.append((cfg.compare.workers == 1 or cfg.trainer.devices == 1, "compare.workers", cfg.compare.workers,
+                   f"runs at once, each on trainer.devices={cfg.trainer.devices}, would share the same "
+                   "processors; set one of them to 1"))
+    for ok, key, value, why in checks + trainer_checks(cfg.trainer) + logger_checks(cfg.logger):
         if not ok:
             raise ConfigError(f"{key}={value!r}: {why}")
+
+
+def trainer_checks(t: DictConfig) -> list[tuple]:
+    """Devices and strategy: several processes only through ddp_spawn (see SPAWN_STRATEGY)."""
+    devices_ok = t.devices == "auto" or (isinstance(t.devices, int) and (t.devices > 0 or t.devices == -1))
+    return [
+        (devices_ok, "trainer.devices", t.devices, "must be a count > 0, -1 (all) or 'auto'"),
+        (not t.strategy.startswith("ddp") or t.strategy.startswith(SPAWN_STRATEGY), "trainer.strategy",
+         t.strategy, f"re-runs the whole command in every process; use {SPAWN_STRATEGY} (trainer=ddp)"),
+        (t.devices == 1 or t.strategy.startswith(SPAWN_STRATEGY), "trainer.devices", t.devices,
+         f"more than one device needs trainer.strategy={SPAWN_STRATEGY} (trainer=ddp)"),
+    ]
+
+
+def logger_checks(logger: DictConfig) -> list[tuple]:
+    """A known Lightning logger, only keys its class takes, and its package installed."""
+    import importlib.util
+
+    target = logger.get("_target_")
+    if not logger:
+        return []
+    if target not in LOGGERS:
+        return [(False, "logger._target_", target, f"choose one of {', '.join(LOGGERS)}")]
+    package, keys = LOGGERS[target]
+    unknown = sorted(set(logger) - {"_target_", *keys})
+    return [
+        (not unknown, f"logger.{unknown[0] if unknown else ''}", logger.get(unknown[0]) if unknown else None,
+         f"unknown key for {target.rpartition('.')[2]}; choose from {', '.join(keys)}"),
+        (package is None or importlib.util.find_spec(package) is not None, "logger._target_", target,
+         f"needs the {package} package: pip install 'transferlab[loggers]'"),
+    ]
 
 
 def load_params(path: str | Path = "params.yaml") -> DictConfig:

@@ -8,7 +8,7 @@ import shutil
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 QUIET_PREFECT_ENV = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -48,7 +48,7 @@ def _bad_input_types() -> list[type]:
 def quiet_logs() -> None:
     for name in ("prefect.task_runs", "prefect.flow_runs", "prefect.engine"):
         logging.getLogger(name).addFilter(_BadInputFilter())
-    for name in ("httpx", "httpcore"):
+    for name in ("httpx", "httpcore", "distributed"):  # distributed: the Dask runner's cluster
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
@@ -65,14 +65,54 @@ def retry_unless_bad_input(task, task_run, state) -> bool:
     return True
 
 
-def paths_exist(*names: str):
-    """A cache-key part that changes when an artifact path named by a task input is deleted."""
+def run_dir_stamps(*names: str):
+    """A cache-key part: size + mtime of files an upstream task wrote into the task's `run_dir`, so a
+    retrained model is re-evaluated. (Whether a task's own outputs still exist cannot be part of its
+    key: it changes by running; `transferlab.tasks.for_run` checks that at submission instead.)"""
     from prefect.cache_policies import CacheKeyFnPolicy
 
-    def key(_ctx, inputs: dict) -> str:
-        return "|".join(f"{n}:{Path(inputs[n]).exists()}" for n in names)
+    def stamp(path: Path) -> str:
+        return f"{path.stat().st_size}:{path.stat().st_mtime_ns}" if path.is_file() else "missing"
 
-    return CacheKeyFnPolicy(cache_key_fn=key)
+    return CacheKeyFnPolicy(cache_key_fn=lambda _ctx, inputs: "|".join(
+        f"{n}:{stamp(Path(inputs['run_dir']) / n)}" for n in names))
+
+
+def task_runner(compare: Any):
+    """compare.task_runner -> Prefect's thread pool in this process, or a local Dask cluster of
+    `workers` processes (the GIL-free way to train several runs at once). Each Dask worker gets an
+    equal share of the cores as torch threads, so the workers together never oversubscribe the CPU;
+    workers are spawned processes and inherit this environment (PREFECT_API_URL, PREFECT_HOME)."""
+    from transferlab.errors import ConfigError
+
+    if compare.task_runner == "threads":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=compare.workers)
+    if compare.task_runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        torch_threads = str(max(1, (os.cpu_count() or 1) // compare.workers))
+        return DaskTaskRunner(cluster_kwargs={
+            "n_workers": compare.workers, "threads_per_worker": 1, "processes": True,
+            "dashboard_address": None, "env": {"OMP_NUM_THREADS": torch_threads}})
+    raise ConfigError(f"compare.task_runner={compare.task_runner!r}: must be 'threads' or 'dask'")
+
+
+def cron_schedule(schedule: Any):
+    """schedule.cron/timezone as Prefect's CronSchedule; a bad string fails in one line naming the key."""
+    from prefect.client.schemas.schedules import CronSchedule
+    from pydantic import ValidationError
+
+    from transferlab.errors import ConfigError
+
+    try:
+        return CronSchedule(cron=schedule.cron, timezone=schedule.timezone)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = "timezone" if "timezone" in error["loc"] else "cron"
+        raise ConfigError(f"schedule.{key}={schedule[key]!r}: "
+                          f"{error['msg'].removeprefix('Value error, ')}") from None
 
 
 def discard_run_dir(run_dir: Path) -> None:

@@ -1,0 +1,95 @@
+"""Scheduled reruns as a team runs them: `flows/serve.py` serves the compare flow on a real Prefect
+server with its cron schedule; a run refreshes the report in place, and a second run with nothing
+changed retrains nothing (its train/evaluate task runs are Cached)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import PYTHON, ROOT, topic_frame
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
+
+
+def wait_for_deployment(client, name: str, serve: subprocess.Popen, log, timeout: float = 120):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return client.read_deployment_by_name(name)
+        except Exception:  # ObjectNotFound until serve.py has registered it
+            assert serve.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the deployment never appeared"
+            time.sleep(0.5)
+
+
+def task_states(client, flow_run_id) -> dict[str, list[str]]:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    states: dict[str, list[str]] = {}
+    for run in client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))):
+        states.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.name)
+    return states
+
+
+def test_served_compare_runs_refreshes_its_report_and_reruns_nothing_unchanged(tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    topic_frame().to_csv(tmp_path / "topics.csv", index=False)
+    out, log, name = tmp_path / "scheduled", tmp_path / "serve.log", f"nightly-{os.getpid()}"
+    serve = subprocess.Popen(
+        [PYTHON, "flows/serve.py", "data=csv", f"data.path={tmp_path / 'topics.csv'}", "data.label_column=topic",
+         "backbone.max_length=16", "compare.strategies=[linear_probe]", "compare.train_sizes=[12]",
+         f"paths.cache_dir={tmp_path / 'cache'}", f"schedule.name={name}", "schedule.cron=30 2 * * 1",
+         f"schedule.out_dir={out}", f"hydra.run.dir={tmp_path / 'serve'}"],
+        cwd=ROOT, env={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"},
+        stdout=log.open("w"), stderr=subprocess.STDOUT)
+    try:
+        with get_client(sync_client=True) as client:
+            deployment = wait_for_deployment(client, f"compare/{name}", serve, log)
+            assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in deployment.schedules] == \
+                [("30 2 * * 1", "UTC", True)]
+            assert deployment.parameters["out_dir"] == str(out)
+            assert list(deployment.parameters["configs"]) == ["linear_probe"]
+
+            first = run_deployment(f"compare/{name}", timeout=240, poll_interval=1)
+            assert first.state.is_completed(), log.read_text()[-3000:]
+            model = out / "runs" / "linear_probe-n12-s0" / "model.safetensors"
+            assert (out / "report.html").is_file() and model.is_file()
+            trained_at = model.stat().st_mtime_ns
+
+            second = run_deployment(f"compare/{name}", timeout=240, poll_interval=1)
+            assert second.state.is_completed(), log.read_text()[-3000:]
+            states = task_states(client, second.id)
+            assert states["train_task"] == ["Cached"] and states["evaluate_task"] == ["Cached"], states
+            assert states["prepare_task"] == ["Cached"] and states["extract_task"] == ["Cached"], states
+            assert model.stat().st_mtime_ns == trained_at  # nothing retrained; the report rewritten
+            assert (out / "report.md").stat().st_mtime_ns > trained_at
+
+            serve.send_signal(signal.SIGTERM)
+            assert serve.wait(timeout=60) == 0, log.read_text()[-3000:]
+            assert client.read_deployment_by_name(f"compare/{name}").paused  # no runs pile up unserved
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait()
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("cron", "61 3 * * *", "schedule.cron='61 3 * * *': Invalid cron string"),
+    ("timezone", "Mars/Base", "schedule.timezone='Mars/Base': Invalid timezone"),
+])
+def test_a_bad_schedule_fails_in_one_line_naming_the_key(key, value, message):
+    from transferlab.config import checked, compose
+    from transferlab.errors import ConfigError
+    from transferlab.orchestration import cron_schedule
+
+    cfg = checked(compose([f"schedule.{key}={value}"]), "test")
+    with pytest.raises(ConfigError, match=message.replace("*", r"\*")) as err:
+        cron_schedule(cfg.schedule)
+    assert "\n" not in str(err.value)
