@@ -26,14 +26,17 @@ class FeatureExtractor(L.LightningModule):
 
 
 class Classifier(L.LightningModule):
-    """Shared steps: cross-entropy, accuracy, logits from `predict_step`."""
+    """Shared steps: cross-entropy, accuracy, logits from `predict_step`.
+
+    Validation metrics are averaged over DDP processes (sync_dist; a no-op in one process): early
+    stopping and checkpointing decide on them, and every process must decide alike."""
 
     def step(self, batch, stage: str) -> torch.Tensor:
         logits, labels = self.logits_and_labels(batch)
         loss = F.cross_entropy(logits, labels)
         acc = (logits.argmax(-1) == labels).float().mean()
         self.log_dict({f"{stage}_loss": loss, f"{stage}_acc": acc}, prog_bar=stage == "val",
-                      batch_size=len(labels))
+                      batch_size=len(labels), sync_dist=stage != "train")
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -67,17 +70,32 @@ class HeadClassifier(Classifier):
         super().__init__()
         self.head = head
         self.lr, self.weight_decay, self.optimizer = lr, weight_decay, optimizer
+        # L-BFGS evaluates the loss ~20 times a step: those evaluations run as plain torch in our
+        # closure, and the step is logged once, instead of Lightning's hooks and logging for each.
+        self.automatic_optimization = optimizer != "lbfgs"
 
     def logits_and_labels(self, batch):
         features, labels = batch
         return self.head(features), labels
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss = self.step(batch, "train")
-        if self.optimizer == "lbfgs" and self.weight_decay:
-            weights = [p for name, p in self.head.named_parameters() if name.endswith("weight")]
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
+        if self.automatic_optimization:
+            return self.step(batch, "train")
+        features, labels = batch
+        optimizer = self.optimizers()
+        weights = [p for name, p in self.head.named_parameters() if name.endswith("weight")]
+
+        def penalised_loss() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = F.cross_entropy(self.head(features), labels)
             loss = loss + 0.5 * self.weight_decay * sum(w.pow(2).sum() for w in weights)
-        return loss
+            self.manual_backward(loss)
+            return loss
+
+        optimizer.step(penalised_loss)
+        with torch.no_grad():
+            self.step(batch, "train")
+        return None
 
     def configure_optimizers(self):
         if self.optimizer == "lbfgs":
@@ -88,7 +106,9 @@ class HeadClassifier(Classifier):
 
 class FinetuneClassifier(Classifier):
     """Fine-tuning: backbone + head. The strategy has set what requires grad and built the
-    optimizer's parameter groups (with their learning rates) before this module sees them."""
+    optimizer's parameter groups (with their learning rates) before this module sees them.
+    `param_groups` must pickle (a function or functools.partial, no lambda): ddp_spawn sends the
+    module to its worker processes."""
 
     def __init__(self, backbone: nn.Module, head: nn.Module, param_groups: Callable[[], list[dict]],
                  weight_decay: float, warmup_ratio: float):

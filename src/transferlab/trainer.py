@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -12,38 +13,106 @@ import lightning.pytorch as L
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 from safetensors.torch import save_file
 
-from transferlab.atomic import atomic_path
+from transferlab.atomic import atomic_path, write_json
 from transferlab.checkpoints import check_fits, load_checkpoint
 
 
 def quiet_lightning() -> None:
-    """Lightning resets its loggers on import; silence tips and banners after it."""
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+    """Lightning resets its loggers on import; silence tips and banners after it (and MLflow's
+    database set-up lines, and Lightning's warning that it creates the MLflow experiment)."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # mlflow sets its level when imported
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning", "mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch.loggers.mlflow").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*number of training batches.*")
     warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")  # frozen groups, on purpose
 
 
+class QuietWorkers(L.Callback):
+    """Spawned DDP workers start with Lightning's default logging and no warning filters: this
+    callback, unpickled in each worker before it joins the process group, quiets them as the main
+    process is quiet (no "Initializing distributed" or "All distributed processes registered")."""
+
+    def __getstate__(self) -> dict:
+        return {"quiet": True}  # pickle calls __setstate__ only with a non-empty state
+
+    def __setstate__(self, state: dict) -> None:
+        quiet_lightning()
+
+
+class FitSummary(L.Callback):
+    """What `fit` leaves behind that the main process needs, written by global rank 0 to
+    `run_dir/fit.json`: under ddp_spawn the training runs in child processes, and only the weights
+    and the best checkpoint path come back to this one, not the epoch count, nor the parameters
+    gradual unfreezing made trainable. One code path for one process and for several."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / "fit.json"
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            write_json(self.path, {
+                "epochs": trainer.current_epoch, "global_step": trainer.global_step,
+                "world_size": trainer.world_size,
+                "trainable": [n for n, p in pl_module.named_parameters() if p.requires_grad]})
+
+
+def fit_summary(module: L.LightningModule, run_dir: Path) -> dict:
+    """FitSummary's record of the fit, with its trainable flags restored onto `module`, so that
+    counting what trained reads the same whether the fit ran here or in spawned workers."""
+    summary = json.loads((Path(run_dir) / "fit.json").read_text())
+    trainable = set(summary.pop("trainable"))
+    for name, param in module.named_parameters():
+        param.requires_grad_(name in trainable)
+    return summary
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, every_epoch_checkpoint: bool,
-                  extra_callbacks: list | None = None) -> L.Trainer:
-    """Early stopping on val_loss; the best checkpoint kept, and `last.ckpt` each epoch to resume."""
+                  extra_callbacks: list | None = None, single_process: bool = False) -> L.Trainer:
+    """Early stopping on val_loss; the best checkpoint kept, and `last.ckpt` each epoch to resume.
+
+    `single_process`: a head on cached features trains in this process whatever trainer.devices
+    says: it is a few thousand parameters full-batch, where processes would only add start-up."""
     quiet_lightning()
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor="val_loss", mode="min",
                                  save_top_k=1, save_last=every_epoch_checkpoint, filename="best")
     stopping = EarlyStopping(monitor="val_loss", mode="min", patience=cfg.strategy.patience)
     resumable = [EpochSeed(cfg.seed)] if every_epoch_checkpoint else []  # resumed = uninterrupted
-    return instantiate(cfg.trainer, max_epochs=cfg.strategy.max_epochs,
-                       gradient_clip_val=cfg.strategy.gradient_clip_val,
-                       callbacks=[checkpoint, stopping, *resumable, *(extra_callbacks or [])],
-                       logger=CSVLogger(run_dir, name="logs", version=""),
+    callbacks = [checkpoint, stopping, *resumable, *progress_bar(cfg.trainer), QuietWorkers(),
+                 FitSummary(run_dir), *(extra_callbacks or [])]
+    return instantiate(cfg.trainer, **(ONE_PROCESS if single_process else {}),
+                       max_epochs=cfg.strategy.max_epochs, gradient_clip_val=cfg.strategy.gradient_clip_val,
+                       callbacks=callbacks, logger=build_logger(cfg.logger, run_dir),
                        default_root_dir=str(run_dir))
+
+
+ONE_PROCESS = {"devices": 1, "strategy": "auto"}  # on trainer.accelerator, whatever devices it names
+
+
+def progress_bar(trainer: DictConfig) -> list[L.Callback]:
+    """Rich's progress bar (rich is a dependency) when the bar is on, whatever Lightning's default."""
+    return [RichProgressBar()] if trainer.enable_progress_bar else []
+
+
+def build_logger(logger: DictConfig, run_dir: Path) -> Logger | bool:
+    """The configured Lightning logger, writing under `run_dir/logs` (MLflow with no tracking_uri:
+    a SQLite store there, which works offline; MLflow 3 refuses its old file store). An empty
+    logger config (an older run's config.yaml) logs nothing."""
+    if not logger:
+        return False
+    logs = Path(run_dir) / "logs"
+    if logger._target_.endswith("MLFlowLogger") and not logger.tracking_uri:
+        logs.mkdir(parents=True, exist_ok=True)
+        return instantiate(logger, tracking_uri=f"sqlite:///{logs.resolve() / 'mlflow.db'}",
+                           artifact_location=str(logs.resolve() / "artifacts"))
+    return instantiate(logger, save_dir=str(logs))
 
 
 def resume_path(run_dir: Path) -> str | None:
@@ -141,8 +210,9 @@ def save_best_weights(trainer: L.Trainer, module: L.LightningModule, run_dir: Pa
 
 
 def predict_logits(module: L.LightningModule, loader, cfg: DictConfig) -> torch.Tensor:
-    """Inference through Lightning (inference mode, the configured precision), no logs or checkpoints."""
+    """Inference through Lightning (inference mode, the configured precision), no logs or
+    checkpoints, in this process: the outputs are needed here, in the loader's order."""
     quiet_lightning()
-    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False,
+    trainer = instantiate(cfg.trainer, **ONE_PROCESS, logger=False, enable_checkpointing=False,
                           enable_progress_bar=False)
     return torch.cat(trainer.predict(module, loader))

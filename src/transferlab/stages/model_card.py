@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning.pytorch as L
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.atomic import atomic_path, write_json
@@ -12,7 +11,8 @@ from transferlab.resources import ResourceMeter
 
 
 def write_model_card(model_dir: Path, cfg: DictConfig, labels: list[str], feature_dim: int,
-                     meter: ResourceMeter, trainer: L.Trainer, trained_groups: list[str], **params: int) -> Path:
+                     meter: ResourceMeter, fit: dict, trained_groups: list[str], **params: int) -> Path:
+    """`fit`: transferlab.trainer.fit_summary's record (epochs, world_size), true under ddp_spawn too."""
     write_json(model_dir / "model.json", {
         "strategy": cfg.strategy.name,
         "kind": cfg.strategy.kind,
@@ -24,7 +24,8 @@ def write_model_card(model_dir: Path, cfg: DictConfig, labels: list[str], featur
         "train_seconds": round(meter.seconds, 3),
         "peak_memory_mb": round(meter.peak_mb, 1),
         "gpu_peak_memory_mb": round(meter.gpu_peak_mb, 1),
-        "epochs": trainer.current_epoch,
+        "epochs": fit["epochs"],
+        "world_size": fit["world_size"],  # processes that trained (trainer=ddp: 2)
         **params,
     })
     with atomic_path(model_dir / "config.yaml") as tmp:  # what `transferlab predict` rebuilds it from

@@ -14,7 +14,7 @@ from transferlab.modules import HeadClassifier, build_head
 from transferlab.resources import ResourceMeter
 from transferlab.stages.model_card import write_model_card
 from transferlab.strategies import count_parameters
-from transferlab.trainer import build_trainer, save_best_weights
+from transferlab.trainer import build_trainer, fit_summary, save_best_weights
 
 
 def load_features(features_dir: Path, split: str):
@@ -36,10 +36,11 @@ def run(cfg: DictConfig, data_dir: str | Path, features_dir: str | Path, model_d
                                    None if cfg.strategy.optimizer == "lbfgs" else cfg.strategy.batch_size)
     L.seed_everything(cfg.seed, verbose=False)
     module = build_module(cfg, meta["feature_dim"], len(labels))
-    trainer = build_trainer(cfg, model_dir, every_epoch_checkpoint=False)
+    trainer = build_trainer(cfg, model_dir, every_epoch_checkpoint=False, single_process=True)
     with ResourceMeter() as meter:
         trainer.fit(module, datamodule)
+    fit = fit_summary(module, model_dir)
     save_best_weights(trainer, module, model_dir)
     trainable, head_total = count_parameters(module)
-    return write_model_card(model_dir, cfg, labels, meta["feature_dim"], meter, trainer, [],
+    return write_model_card(model_dir, cfg, labels, meta["feature_dim"], meter, fit, [],
                             trainable_params=trainable, total_params=head_total + meta["backbone_params"])
