@@ -1,15 +1,24 @@
-"""`dvc repro` and `dvc exp run` in a temporary git repo: the same stages, rerun only when their inputs change."""
+"""`dvc repro`, a queued `dvc exp run` grid and `dvc push`/`pull` in a temporary git repo: the same
+stages, rerun only when their inputs change, their outputs round-tripped through the project's
+default remote."""
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 import yaml
+from dvc.api import read as dvc_read
+from dvc.repo import Repo
 
 from transferlab.config import write_params
 
@@ -19,12 +28,14 @@ pytestmark = pytest.mark.slow
 BIN = os.path.dirname(PYTHON)
 
 
-def dvc(repo, *args: str) -> str:
+def dvc(repo, *args: str, capture: bool = True) -> str:
+    """capture=False: output to /dev/null, for commands that leave a daemon holding their pipes open."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run([os.path.join(BIN, "dvc"), *args], cwd=repo, capture_output=True, text=True,
-                          env=env, timeout=600)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    return done.stdout + done.stderr
+    out = {"capture_output": True} if capture else {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    done = subprocess.run([os.path.join(BIN, "dvc"), *args], cwd=repo, text=True, env=env, timeout=600, **out)
+    output = (done.stdout or "") + (done.stderr or "")
+    assert done.returncode == 0, output[-4000:]
+    return output
 
 
 def ran(output: str) -> list[str]:
@@ -33,10 +44,11 @@ def ran(output: str) -> list[str]:
 
 @pytest.fixture
 def repo(tmp_path):
-    """A user's clone: the project's dvc.yaml, conf/ and code, defaults pointed at small local data."""
+    """A user's clone: the project's dvc.yaml, conf/, code, .gitignore and DVC config (its default
+    remote, hydra composition), defaults pointed at small local data."""
     repo = tmp_path / "repo"
     repo.mkdir()
-    for name in ("dvc.yaml", "conf", "src"):
+    for name in ("dvc.yaml", "conf", "src", ".gitignore"):
         (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, repo / name)
     topic_frame().to_csv(repo / "topics.csv", index=False)
     (repo / "conf" / "data" / "topics.yaml").write_text(yaml.safe_dump({
@@ -55,8 +67,7 @@ def repo(tmp_path):
     for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@t"], ["git", "config", "user.name", "t"]):
         subprocess.run(cmd, cwd=repo, check=True)
     dvc(repo, "init", "-q")
-    dvc(repo, "config", "core.analytics", "false")
-    dvc(repo, "config", "hydra.enabled", "True")
+    shutil.copy(ROOT / ".dvc" / "config", repo / ".dvc" / "config")
     subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
     subprocess.run(["git", "commit", "-qm", "init"], cwd=repo, check=True)
     return repo
@@ -65,7 +76,7 @@ def repo(tmp_path):
 COMPARE = [f"compare@{s}-{n}-0" for s in ("linear_probe", "finetune_last_n") for n in (12, "all")]
 
 
-def test_repro_noop_head_only_change_and_exp_run(repo):
+def test_repro_noop_head_only_change_queued_grid_and_remote(repo):
     assert ran(dvc(repo, "repro")) == ["prepare", "extract", "train", "evaluate", *COMPARE, "report"]
     metrics = json.loads((repo / "artifacts" / "eval" / "metrics.json").read_text())
     assert metrics["strategy"] == "linear_probe" and metrics["test_accuracy"] > 0.8
@@ -80,15 +91,10 @@ def test_repro_noop_head_only_change_and_exp_run(repo):
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     assert ran(dvc(repo, "repro")) == ["train", "evaluate"]
 
-    # dvc exp run composes conf/ with -S overrides into params.yaml; they must reach the stage code
     subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
     subprocess.run(["git", "commit", "-qm", "baseline"], cwd=repo, check=True)
-    out = dvc(repo, "exp", "run", "-S", "strategy.max_epochs=3")
-    assert ran(out) == ["train", "evaluate"]
-    metrics = json.loads((repo / "artifacts" / "eval" / "metrics.json").read_text())
-    assert metrics["epochs"] == 3
-    assert yaml.safe_load((repo / "params.yaml").read_text())["strategy"]["max_epochs"] == 3
-    assert "linear_probe.n12.test_accuracy" in dvc(repo, "exp", "show", "--csv")
+    assert_queued_grid(repo)
+    assert_push_pull_round_trip(repo)
 
 
 def assert_comparison(repo):
@@ -109,3 +115,63 @@ def assert_comparison(repo):
              for p in plots["data"]["learning curves"][0]["content"]["data"]["values"]]
     assert sorted(curve) == sorted((m["strategy"], float(m["train_size"]), round(m["test_accuracy"], 6))
                                    for m in runs.values())
+
+
+def run_queue(repo, timeout: float = 600) -> str:
+    """`dvc queue start -j 1`, then `dvc queue status` until nothing is queued or running; the worker
+    exits by itself once the queue is empty. It keeps the start command's stdout open until then, so
+    that output is not read. (No `dvc queue stop`: sent to no live worker, it stops the next one.)"""
+    dvc(repo, "queue", "start", "-j", "1", capture=False)
+    deadline = time.time() + timeout
+    while re.search(r"\b(Queued|Running)\b", status := dvc(repo, "queue", "status")):
+        assert time.time() < deadline, status
+        time.sleep(2)
+    return status
+
+
+def assert_queued_grid(repo):
+    """`dvc exp run --queue -S a=x,y -S b=z` composes conf/ with each combination into params.yaml,
+    one queued experiment each. Each runs in a temporary copy of the workspace, and only the stages the
+    changed parameters feed run there: the comparison is not recomputed (it would have to extract its
+    features again, as the gitignored paths.cache_dir is absent from the copy)."""
+    out = dvc(repo, "exp", "run", "--queue", "-S", "strategy.lr=0.05,0.2", "-S", "strategy.max_epochs=3")
+    queued = re.findall(r"Queued experiment '([\w-]+)'", out)
+    assert len(queued) == 2
+    status = run_queue(repo)
+    for name in queued:
+        assert re.search(rf"{name}\s+.*\bSuccess\b", status), status + dvc(repo, "queue", "logs", name)
+        assert ran(dvc(repo, "queue", "logs", name)) == ["train", "evaluate"]
+    shown = dvc(repo, "exp", "show", "--csv")
+    assert "linear_probe.n12.test_accuracy" in shown  # the comparison's summary, carried into each experiment
+    rows = {row["Experiment"]: row for row in csv.DictReader(io.StringIO(shown))}
+    for name, lr in zip(queued, (0.05, 0.2)):
+        row = rows[name]
+        assert (float(row["strategy.lr"]), row["strategy.max_epochs"], row["epochs"]) == (lr, "3", "3")
+        assert 0 <= float(row["val_accuracy"]) <= 1
+        trained = yaml.safe_load(dvc_read("artifacts/model/config.yaml", repo=str(repo), rev=name))
+        assert trained["strategy"]["lr"] == lr  # the override reached the stage code
+
+
+def sha256s(repo: Path, outs: list[str]) -> dict[str, str]:
+    files = [p for out in outs for p in ([repo / out] if (repo / out).is_file() else (repo / out).rglob("*"))]
+    return {str(p.relative_to(repo)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files if p.is_file()}
+
+
+def assert_push_pull_round_trip(repo):
+    """Every cached output goes to the project's default remote (a folder beside the clone) and comes
+    back byte-identical with no outputs and no cache left; git-tracked metrics (cache: false) stay out."""
+    with Repo(str(repo)) as project:
+        uses_cache = {out.def_path: out.use_cache for out in project.index.outs}
+    cached = sorted(path for path, use in uses_cache.items() if use)
+    assert {"artifacts/data", "artifacts/features", "artifacts/model"} <= set(cached)
+    assert not uses_cache["artifacts/eval/metrics.json"] and not uses_cache["artifacts/report/summary.json"]
+    before = sha256s(repo, cached)
+    assert "artifacts/model/model.safetensors" in before and any(p.endswith(".parquet") for p in before)
+    assert re.search(r"\d+ files pushed", dvc(repo, "push"))
+    assert (repo.parent / "transferlab-dvc-remote" / "files" / "md5").is_dir()  # ../../ from .dvc/
+    shutil.rmtree(repo / ".dvc" / "cache")
+    for path in cached:
+        (shutil.rmtree if (repo / path).is_dir() else os.remove)(repo / path)
+    dvc(repo, "pull")
+    assert sha256s(repo, cached) == before
+    assert "Data and pipelines are up to date." in dvc(repo, "status")
