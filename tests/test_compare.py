@@ -15,13 +15,16 @@ from conftest import PYTHON, ROOT, topic_frame
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
 
-def test_two_strategies_two_sizes_make_a_report_whose_numbers_are_the_metrics(tmp_path):
+def test_two_strategies_two_sizes_on_two_dask_workers_make_a_report_whose_numbers_are_the_metrics(tmp_path):
+    """The runs fan out to a local Dask cluster of 2 worker processes (compare.task_runner=dask);
+    test_schedule's served runs take the default thread runner."""
     topic_frame().to_csv(tmp_path / "topics.csv", index=False)
     out = tmp_path / "compare"
     done = subprocess.run([PYTHON, "flows/compare.py", "data=csv", f"data.path={tmp_path / 'topics.csv'}",
                            "data.label_column=topic", "backbone.max_length=32", "strategy.max_epochs=2",
                            "compare.strategies=[linear_probe,finetune_full]", "compare.train_sizes=[12,all]",
-                           "compare.seeds=[0]", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={out}"],
+                           "compare.seeds=[0]", "compare.task_runner=dask", "compare.workers=2",
+                           f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={out}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"report: {out / 'report.html'}" in done.stdout
@@ -66,3 +69,11 @@ def assert_renders_in_chromium(page, tmp_path):
     assert shot.returncode == 0 and (tmp_path / "report.png").stat().st_size > 20_000
     console = [line for line in dom.stderr.splitlines() + shot.stderr.splitlines() if "CONSOLE" in line]
     assert console == [], console
+
+
+def test_an_unknown_task_runner_fails_in_one_line_naming_the_key():
+    from transferlab.config import checked, compose
+    from transferlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^compare.task_runner='ray': must be one of threads, dask$"):
+        checked(compose(["compare.task_runner=ray"]), "test")

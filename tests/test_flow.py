@@ -28,28 +28,15 @@ def data_overrides(tmp_path):
             "backbone.max_length=32", f"paths.cache_dir={tmp_path / 'cache'}"]
 
 
-def test_run_dir_override_cache_reuse_and_multirun(tmp_path, data_overrides):
+def test_run_dir_override_on_an_ephemeral_server(tmp_path, data_overrides):
+    """Multirun and the cache shared by its jobs: tests/test_sweeps.py."""
     first = adapt(*data_overrides, "strategy=linear_probe", "strategy.max_epochs=20",
                   f"hydra.run.dir={tmp_path / 'single'}", ephemeral=True)
     assert first.returncode == 0, first.stderr[-3000:]
     metrics = json.loads((tmp_path / "single" / "metrics.json").read_text())
     assert metrics["strategy"] == "linear_probe" and metrics["trainable_params"] == 384 * 3 + 3
     assert f"results: {tmp_path / 'single' / 'metrics.json'}" in first.stdout
-    features = list((tmp_path / "cache" / "features").glob("*/*.safetensors"))
-    stamps = {p: p.stat().st_mtime_ns for p in features}
-    assert len(stamps) == 3
-
-    sweep = adapt("-m", *data_overrides, "strategy=linear_probe,finetune_full", "strategy.max_epochs=1",
-                  f"hydra.sweep.dir={tmp_path / 'sweep'}")
-    assert sweep.returncode == 0, sweep.stderr[-3000:]
-    runs = {json.loads(p.read_text())["strategy"]: json.loads(p.read_text())
-            for p in (tmp_path / "sweep").glob("*/metrics.json")}
-    assert set(runs) == {"linear_probe", "finetune_full"}
-    assert runs["finetune_full"]["trainable_params"] == runs["finetune_full"]["total_params"]
-    assert runs["linear_probe"]["trainable_params"] < runs["linear_probe"]["total_params"] / 1000
-    assert {p: p.stat().st_mtime_ns for p in features} == stamps  # extracted once, reused
-    assert len(list((tmp_path / "cache" / "prepared").iterdir())) == 1  # prepare, too
-    assert "finetune_full" in sweep.stdout and "linear_probe" in sweep.stdout  # the summary table
+    assert len(list((tmp_path / "cache" / "features").glob("*/*.safetensors"))) == 3  # train, val, test
 
 
 def completed_flow_runs(api: str) -> int:

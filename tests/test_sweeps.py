@@ -12,7 +12,7 @@ import yaml
 from transferlab.config import METRICS, checked, compose
 from transferlab.errors import ConfigError
 
-from conftest import PYTHON, ROOT
+from conftest import PYTHON, ROOT, topic_frame
 from test_flow import adapt
 
 SEARCHES = sorted(p.stem for p in (ROOT / "conf" / "hparams_search").glob("*.yaml"))
@@ -55,3 +55,6 @@ def test_optuna_search_runs_trials_as_flow_runs_and_reports_the_best(tmp_path, t
     numeric = {k for k, v in next(iter(trials.values())).items() if isinstance(v, (int, float))}
     assert numeric - {"seed", "train_size", "test_size"} == set(METRICS)  # config.METRICS stays true
     assert "setup plugin" not in done.stdout  # optuna's alembic import stays quiet
+    embedded = [json.loads(p.read_text())["items_embedded"] for p in (tmp_path / "cache" / "features").glob("*/meta.json")]
+    assert sum(embedded) == len(topic_frame())  # every text embedded once, shared by the trials
+    assert len(list((tmp_path / "cache" / "prepared").iterdir())) == 1  # prepared once, too

@@ -51,8 +51,7 @@ def test_linear_probe_trains_only_the_head(tmp_path):
 
 
 def test_finetune_full_trains_every_parameter(tmp_path):
-    cfg = topic_config(tmp_path, "strategy=finetune_full", "strategy.max_epochs=2", "strategy.patience=5",
-                       "trainer.precision=bf16-mixed")  # CPU autocast; fp32 runs in test_flow
+    cfg = topic_config(tmp_path, "strategy=finetune_full", "strategy.max_epochs=2", "strategy.patience=5")
     metrics = run_pipeline(cfg, tmp_path)
     assert metrics["trainable_params"] == metrics["total_params"]
     assert metrics["total_params"] == sum(p.numel() for p in build_backbone(cfg.backbone).parameters()) + 384 * 3 + 3
