@@ -43,12 +43,20 @@ def config(*overrides: str):
     return checked(compose(list(overrides)), "benchmark")
 
 
+SETTLE_S = 1.0
+
+
 def best_of(fns: list[Callable[[], object]], repeats: int = 2) -> list[tuple[float, object]]:
     """Fastest wall time of each function over `repeats` rounds, the functions taking turns within a
-    round, so work elsewhere on the machine disturbs ours and the baseline alike."""
+    round, so work elsewhere on the machine disturbs ours and the baseline alike.
+
+    Each turn starts after a pause: the BLAS/OpenMP threads of the turn before (scikit-learn's or
+    torch's) spin for a while after their last task, and on 2 cores they would take the next
+    turn's cores (measured: our head fit 0.56-0.78 s right after scikit-learn, 0.47 s after 1 s)."""
     best: list[tuple[float, object]] = [(float("inf"), None)] * len(fns)
     for _ in range(repeats):
         for i, fn in enumerate(fns):
+            time.sleep(SETTLE_S)
             started = time.perf_counter()
             out = fn()
             elapsed = time.perf_counter() - started

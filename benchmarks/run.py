@@ -34,6 +34,9 @@ def machine() -> str:
             f"native bf16: {', '.join(bf16) or 'none (bf16 is emulated, expect it slower than fp32)'}")
 
 
+NOTES = "\n## Notes"  # written by hand below the table; a run keeps it
+
+
 def write_results(new: list[Figure]) -> Path:
     """RESULTS.md from every figure measured so far: a run of some benchmarks replaces their rows."""
     store = ROOT / "benchmarks" / "results.json"
@@ -44,9 +47,10 @@ def write_results(new: list[Figure]) -> Path:
     rows = "\n".join(f"| {f.name} | {f.ours:.3g} | {f.baseline:.3g} | {f.ratio:.2f}x | {f.goal or '-'} | "
                      f"{ {True: 'met', False: 'not met', None: 'reported'}[f.met]} | {f.note} |" for f in figures)
     path = ROOT / "benchmarks" / "RESULTS.md"
+    notes = path.read_text().partition(NOTES)[2] if path.exists() else ""
     path.write_text(f"# Benchmark results\n\nMeasured {date.today()} by `python benchmarks/run.py` on: {machine()}.\n\n"
                     "| figure | ours | baseline | ratio | goal | | notes |\n|---|---|---|---|---|---|---|\n"
-                    f"{rows}\n")
+                    f"{rows}\n" + (NOTES + notes if notes else ""))
     return path
 
 
