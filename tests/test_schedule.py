@@ -1,6 +1,7 @@
 """Scheduled reruns as a team runs them: `flows/serve.py` serves the compare flow on a real Prefect
-server with its cron schedule; a run refreshes the report in place, and a second run with nothing
-changed retrains nothing (its train/evaluate task runs are Cached)."""
+server with its cron schedule; a run refreshes the report in place, a second run with nothing
+changed retrains nothing (its task runs are Cached), and a run after the data file changed reruns
+every stage."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def task_states(client, flow_run_id) -> dict[str, list[str]]:
     return states
 
 
-def test_served_compare_runs_refreshes_its_report_and_reruns_nothing_unchanged(tmp_path):
+def test_served_compare_refreshes_its_report_reruns_nothing_unchanged_and_everything_on_new_data(tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
@@ -70,6 +71,14 @@ def test_served_compare_runs_refreshes_its_report_and_reruns_nothing_unchanged(t
             assert states["prepare_task"] == ["Cached"] and states["extract_task"] == ["Cached"], states
             assert model.stat().st_mtime_ns == trained_at  # nothing retrained; the report rewritten
             assert (out / "report.md").stat().st_mtime_ns > trained_at
+
+            topic_frame(copies=6).to_csv(tmp_path / "topics.csv", index=False)  # new data, same path
+            third = run_deployment(f"compare/{name}", timeout=240, poll_interval=1)
+            assert third.state.is_completed(), log.read_text()[-3000:]
+            states = task_states(client, third.id)
+            assert all(states[t] == ["Completed"] for t in ("prepare_task", "extract_task", "train_task",
+                                                            "evaluate_task")), states
+            assert model.stat().st_mtime_ns > trained_at
 
             serve.send_signal(signal.SIGTERM)
             assert serve.wait(timeout=60) == 0, log.read_text()[-3000:]
