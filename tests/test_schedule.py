@@ -37,9 +37,20 @@ def task_states(client, flow_run_id) -> dict[str, list[str]]:
     return states
 
 
+STAGES = ("prepare_task", "extract_task", "train_task", "evaluate_task")
+
+
+def completed_run(client, name: str, log) -> dict[str, list[str]]:
+    """Trigger the deployment now, wait for the run to complete, and return its task states."""
+    from prefect.deployments import run_deployment
+
+    run = run_deployment(f"compare/{name}", timeout=240, poll_interval=1)
+    assert run.state.is_completed(), log.read_text()[-3000:]
+    return task_states(client, run.id)
+
+
 def test_served_compare_refreshes_its_report_reruns_nothing_unchanged_and_everything_on_new_data(tmp_path):
     from prefect.client.orchestration import get_client
-    from prefect.deployments import run_deployment
 
     topic_frame().to_csv(tmp_path / "topics.csv", index=False)
     out, log, name = tmp_path / "scheduled", tmp_path / "serve.log", f"nightly-{os.getpid()}"
@@ -58,26 +69,19 @@ def test_served_compare_refreshes_its_report_reruns_nothing_unchanged_and_everyt
             assert deployment.parameters["out_dir"] == str(out)
             assert list(deployment.parameters["configs"]) == ["linear_probe"]
 
-            first = run_deployment(f"compare/{name}", timeout=240, poll_interval=1)
-            assert first.state.is_completed(), log.read_text()[-3000:]
+            completed_run(client, name, log)
             model = out / "runs" / "linear_probe-n12-s0" / "model.safetensors"
             assert (out / "report.html").is_file() and model.is_file()
             trained_at = model.stat().st_mtime_ns
 
-            second = run_deployment(f"compare/{name}", timeout=240, poll_interval=1)
-            assert second.state.is_completed(), log.read_text()[-3000:]
-            states = task_states(client, second.id)
-            assert states["train_task"] == ["Cached"] and states["evaluate_task"] == ["Cached"], states
-            assert states["prepare_task"] == ["Cached"] and states["extract_task"] == ["Cached"], states
+            states = completed_run(client, name, log)
+            assert all(states[t] == ["Cached"] for t in STAGES), states
             assert model.stat().st_mtime_ns == trained_at  # nothing retrained; the report rewritten
             assert (out / "report.md").stat().st_mtime_ns > trained_at
 
             topic_frame(copies=6).to_csv(tmp_path / "topics.csv", index=False)  # new data, same path
-            third = run_deployment(f"compare/{name}", timeout=240, poll_interval=1)
-            assert third.state.is_completed(), log.read_text()[-3000:]
-            states = task_states(client, third.id)
-            assert all(states[t] == ["Completed"] for t in ("prepare_task", "extract_task", "train_task",
-                                                            "evaluate_task")), states
+            states = completed_run(client, name, log)
+            assert all(states[t] == ["Completed"] for t in STAGES), states
             assert model.stat().st_mtime_ns > trained_at
 
             serve.send_signal(signal.SIGTERM)
