@@ -9,12 +9,11 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 
 from transferlab.errors import TransferlabError
-from transferlab.stages import STAGES
+from transferlab.repro import STAGES
 
 
 def parser() -> argparse.ArgumentParser:
@@ -28,7 +27,6 @@ def parser() -> argparse.ArgumentParser:
             sub.add_argument("--strategy", required=True, help="a strategy of conf/strategy/")
             sub.add_argument("--train-size", required=True, help="a count, a fraction or all")
             sub.add_argument("--seed", type=int, required=True)
-            sub.add_argument("--conf", type=Path, default=Path("conf"), help="the config dir (default: conf)")
     sub = commands.add_parser("predict", help="label new inputs with a trained run")
     sub.add_argument("run_dir", type=Path, help="a run directory (holding model.json)")
     sub.add_argument("input", type=Path, help="a CSV/Parquet file, or a folder of images")
@@ -61,14 +59,14 @@ def main(argv: list[str] | None = None) -> int:
             info = export(args.run_dir, args.out_dir, example_inputs(args.run_dir, args.example, args.column))
             print(f"exported to {args.out_dir} (torchscript: {info['torchscript']})")
         else:
+            from transferlab import repro
             from transferlab.config import load_params
 
             cfg = load_params(args.params)
-            stage = importlib.import_module(f"transferlab.stages.{args.command}")
             if args.command == "compare":
-                stage.dvc_main(cfg, args.strategy, args.train_size, args.seed, args.conf)
+                repro.compare(cfg, args.strategy, args.train_size, args.seed)
             else:
-                stage.dvc_main(cfg)
+                getattr(repro, args.command)(cfg)
     except TransferlabError as exc:
         print(f"transferlab {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -62,18 +62,6 @@ class HeadConfig:
 
 
 @dataclass
-class ProbeConfig:
-    """lp_ft's first phase: a linear probe on the cached features, whose head fine-tuning starts from."""
-
-    optimizer: str = "lbfgs"
-    lr: float = 1.0
-    weight_decay: float = 1e-4
-    batch_size: int = 32
-    max_epochs: int = 100
-    patience: int = 3
-
-
-@dataclass
 class LoraConfig:
     r: int = 8
     alpha: int = 16
@@ -89,9 +77,10 @@ class StrategyConfig:
     last_n: int = 2  # trainable=last_n: the top N layer groups
     layer_decay: Optional[float] = None  # LLRD: each lower group's lr = the one above's x this
     unfreeze_every: Optional[int] = None  # gradual unfreezing: one more group every k epochs
-    probe_first: bool = False  # LP-FT: start fine-tuning from a converged linear probe
     head: HeadConfig = field(default_factory=HeadConfig)
-    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    # LP-FT: a head strategy (conf/strategy/linear_probe.yaml, composed at `probe`) trained first on
+    # the cached features; fine-tuning starts from its head. Checked as a StrategyConfig of its own.
+    probe: Optional[Any] = None
     lora: LoraConfig = field(default_factory=LoraConfig)
     optimizer: str = "adamw"  # adamw (mini-batches) | lbfgs (heads only: full batch, L2 = weight_decay)
     lr: float = 1e-2
@@ -141,6 +130,10 @@ class CompareConfig:
     workers: int = 1  # runs at once: threads in one process, or Dask worker processes
     task_runner: str = "threads"  # threads (Prefect's thread pool) | dask (a local Dask cluster)
     tie_margin: float = 0.005
+    # Hydra overrides of the strategy section applied to every cell, after its conf/strategy/<name>.yaml,
+    # by every front end (flows/compare.py, dvc.yaml's compare matrix, the API): the one rule for
+    # "the user's settings + the strategy's config". Only `strategy.*` keys.
+    overrides: list[str] = field(default_factory=list)
 
 
 TASK_RUNNERS = ("threads", "dask")
@@ -186,18 +179,23 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 def compose(overrides: list[str] | None = None, conf_dir: Path = CONF_DIR) -> DictConfig:
     """conf/config.yaml with Hydra overrides, as `dvc exp run` composes it into params.yaml.
 
-    Unknown options and keys fail first with one line of ours; whatever else Hydra rejects is cut
-    to its first line."""
+    Inside a running Hydra app (a flow script) Hydra's own compose API is already initialised
+    on conf/ and is used as it is. Unknown options and keys fail first with one line of ours;
+    whatever else Hydra rejects is cut to its first line."""
     from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    check_overrides(overrides or [], conf_dir)
+    overrides = list(overrides or [])
+    check_overrides(overrides, conf_dir)
     try:
+        if GlobalHydra.instance().is_initialized():
+            return hydra_compose(config_name="config", overrides=overrides)
         with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base=None):
-            return hydra_compose(config_name="config", overrides=overrides or [])
+            return hydra_compose(config_name="config", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(f"overrides {' '.join(overrides or [])}: {first_line(exc)}") from None
+        raise ConfigError(f"overrides {' '.join(overrides)}: {first_line(exc)}") from None
 
 
 def check_overrides(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
@@ -206,30 +204,52 @@ def check_overrides(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
     check_override_keys(overrides, conf_dir)
 
 
+def parsed(overrides: list[str]) -> list:
+    """Hydra's own parse of command-line overrides; a syntax error in one line naming it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        return OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException as exc:
+        raise ConfigError(f"overrides {' '.join(overrides)}: {first_line(exc)}") from None
+
+
+def override_values(override) -> list:
+    """The value(s) an override sets: a sweep's choices, else its one value (a list stays a list)."""
+    if override.is_discrete_sweep():
+        return list(override.sweep_string_iterator())
+    value = override.value()
+    return value if isinstance(value, list) else [value]
+
+
 def check_group_choices(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
     """`strategy=nope` -> one line naming the options, before Hydra prints its multi-line report."""
-    for override in overrides:
-        key, sep, value = override.lstrip("+~").partition("=")
-        group = Path(conf_dir) / key
-        if not sep or not group.is_dir() or value.startswith(("choice(", "range(", "glob(")):
+    for override in parsed(overrides):
+        group = Path(conf_dir) / override.key_or_group
+        if override.is_delete() or not group.is_dir() or (override.is_sweep_override()
+                                                          and not override.is_discrete_sweep()):
             continue
         options = sorted(p.stem for p in group.glob("*.yaml"))
-        for choice in value.strip("[]").split(","):
-            if choice.strip() not in options:
-                raise ConfigError(f"{key}={choice.strip()}: unknown {key}; choose one of {', '.join(options)}")
+        for choice in override_values(override):
+            if str(choice) not in options:
+                key = override.key_or_group
+                raise ConfigError(f"{key}={choice}: unknown {key}; choose one of {', '.join(options)}")
 
 
 def check_override_keys(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
     """`strategy.lrr=0.1` -> one line naming the key and the nearest real one, where Hydra would
     print a multi-line report. `+key=` additions and hydra's own keys are left to Hydra/`checked`."""
     schema = OmegaConf.structured(Config)
-    for override in overrides:
-        key, sep, _ = override.partition("=")
-        if not sep or key.startswith(("+", "~", "-", "hydra", "logger.")) or "/" in key \
-                or (Path(conf_dir) / key).is_dir():  # logger keys depend on its class: validate()
-            continue
+    for override in parsed(overrides):
+        key = override.key_or_group
+        if override.is_add() or override.is_delete() or override.package is not None \
+                or key.startswith(("hydra", "logger.")) or (Path(conf_dir) / key).is_dir():
+            continue  # logger keys depend on its class: validate()
         parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(schema, parent) if parent else schema
+        if parent.endswith("probe") and node is None:  # LP-FT's probe is a strategy of its own
+            node = OmegaConf.structured(StrategyConfig)
         if isinstance(node, DictConfig) and leaf not in node:
             close = difflib.get_close_matches(leaf, [str(k) for k in node.keys()], n=1)
             hint = f"; did you mean {parent + '.' if parent else ''}{close[0]}?" if close else ""
@@ -243,8 +263,19 @@ def checked(cfg: DictConfig | dict, source: str) -> DictConfig:
     except Exception as exc:  # omegaconf's messages span lines; keep the first, name the key
         key = getattr(exc, "full_key", None)
         raise ConfigError(f"{source}: {key + ': ' if key else ''}{str(exc).splitlines()[0]}") from None
+    if merged.strategy.probe is not None:
+        merged.strategy.probe = typed(StrategyConfig, merged.strategy.probe, source, "strategy.probe")
     validate(merged)
     return merged
+
+
+def typed(schema: type, node: Any, source: str, where: str) -> DictConfig:
+    """`node` merged onto a structured `schema`; a one-line ConfigError naming `where`."""
+    try:
+        return OmegaConf.merge(OmegaConf.structured(schema), node)
+    except Exception as exc:
+        key = getattr(exc, "full_key", None)
+        raise ConfigError(f"{source}: {where}.{key + ': ' if key else ''}{str(exc).splitlines()[0]}") from None
 
 
 TRAINABLE = ("head", "all", "last_n", "lora")
@@ -257,38 +288,12 @@ METRICS = ("test_accuracy", "test_macro_f1", "train_accuracy", "val_accuracy", "
 
 def validate(cfg: DictConfig) -> None:
     """Value checks the type system cannot express; raises a one-line ConfigError."""
-    s = cfg.strategy
     images, reads_images = cfg.data.source in IMAGE_SOURCES, cfg.backbone.name in IMAGE_BACKBONES
     checks = [
         (cfg.data.source in TEXT_SOURCES + IMAGE_SOURCES, "data.source", cfg.data.source,
          f"unknown; choose one of {', '.join(TEXT_SOURCES + IMAGE_SOURCES)}"),
         (cfg.backbone.name in TEXT_BACKBONES + IMAGE_BACKBONES, "backbone.name", cfg.backbone.name,
          f"unknown; choose one of {', '.join(TEXT_BACKBONES + IMAGE_BACKBONES)}"),
-        (s.kind in ("head", "finetune"), "strategy.kind", s.kind, "must be 'head' or 'finetune'"),
-        (s.trainable in TRAINABLE, "strategy.trainable", s.trainable, f"must be one of {TRAINABLE}"),
-        (s.kind == "finetune" or s.trainable == "head", "strategy.trainable", s.trainable,
-         "a kind=head strategy trains only the head"),
-        (s.last_n > 0, "strategy.last_n", s.last_n, "must be > 0"),
-        (s.layer_decay is None or 0 < s.layer_decay <= 1, "strategy.layer_decay", s.layer_decay,
-         "must be in (0, 1]"),
-        (s.unfreeze_every is None or s.unfreeze_every > 0, "strategy.unfreeze_every", s.unfreeze_every,
-         "must be > 0"),
-        (s.head.type in ("linear", "mlp"), "strategy.head.type", s.head.type, "must be 'linear' or 'mlp'"),
-        (0 <= s.head.dropout < 1, "strategy.head.dropout", s.head.dropout, "must be in [0, 1)"),
-        (s.probe.lr > 0, "strategy.probe.lr", s.probe.lr, "must be > 0"),
-        (s.optimizer in ("adamw", "lbfgs"), "strategy.optimizer", s.optimizer, "must be 'adamw' or 'lbfgs'"),
-        (s.kind == "head" or s.optimizer == "adamw", "strategy.optimizer", s.optimizer,
-         "lbfgs (full batch) is for heads on cached features; fine-tuning takes adamw"),
-        (s.optimizer != "lbfgs" or s.gradient_clip_val is None, "strategy.gradient_clip_val", s.gradient_clip_val,
-         "L-BFGS steps come from a line search and are not clipped; set it to null"),
-        (s.probe.optimizer in ("adamw", "lbfgs"), "strategy.probe.optimizer", s.probe.optimizer,
-         "must be 'adamw' or 'lbfgs'"),
-        (s.lora.r > 0, "strategy.lora.r", s.lora.r, "must be > 0"),
-        (s.lr > 0, "strategy.lr", s.lr, "must be > 0"),
-        (s.head_lr is None or s.head_lr > 0, "strategy.head_lr", s.head_lr, "must be > 0"),
-        (s.max_epochs > 0, "strategy.max_epochs", s.max_epochs, "must be > 0"),
-        (s.batch_size > 0, "strategy.batch_size", s.batch_size, "must be > 0"),
-        (0 <= s.warmup_ratio < 1, "strategy.warmup_ratio", s.warmup_ratio, "must be in [0, 1)"),
         (cfg.extract.precision in ("fp32", "bf16"), "extract.precision", cfg.extract.precision,
          "must be 'fp32' or 'bf16'"),
         (0 < cfg.data.val_fraction < 1, "data.val_fraction", cfg.data.val_fraction, "must be in (0, 1)"),
@@ -312,9 +317,52 @@ def validate(cfg: DictConfig) -> None:
     checks.append((cfg.compare.workers == 1 or cfg.trainer.devices == 1, "compare.workers", cfg.compare.workers,
                    f"runs at once, each on trainer.devices={cfg.trainer.devices}, would share the same "
                    "processors; set one of them to 1"))
+    checks += strategy_checks(cfg.strategy, "strategy") + compare_override_checks(list(cfg.compare.overrides))
     for ok, key, value, why in checks + trainer_checks(cfg.trainer) + logger_checks(cfg.logger):
         if not ok:
             raise ConfigError(f"{key}={value!r}: {why}")
+
+
+def strategy_checks(s: DictConfig, at: str) -> list[tuple]:
+    """A strategy's values; LP-FT's probe is checked as a strategy too, and must be a head."""
+    checks = [
+        (s.kind in ("head", "finetune"), f"{at}.kind", s.kind, "must be 'head' or 'finetune'"),
+        (s.trainable in TRAINABLE, f"{at}.trainable", s.trainable, f"must be one of {TRAINABLE}"),
+        (s.kind == "finetune" or s.trainable == "head", f"{at}.trainable", s.trainable,
+         "a kind=head strategy trains only the head"),
+        (s.last_n > 0, f"{at}.last_n", s.last_n, "must be > 0"),
+        (s.layer_decay is None or 0 < s.layer_decay <= 1, f"{at}.layer_decay", s.layer_decay,
+         "must be in (0, 1]"),
+        (s.unfreeze_every is None or s.unfreeze_every > 0, f"{at}.unfreeze_every", s.unfreeze_every,
+         "must be > 0"),
+        (s.head.type in ("linear", "mlp"), f"{at}.head.type", s.head.type, "must be 'linear' or 'mlp'"),
+        (0 <= s.head.dropout < 1, f"{at}.head.dropout", s.head.dropout, "must be in [0, 1)"),
+        (s.optimizer in ("adamw", "lbfgs"), f"{at}.optimizer", s.optimizer, "must be 'adamw' or 'lbfgs'"),
+        (s.kind == "head" or s.optimizer == "adamw", f"{at}.optimizer", s.optimizer,
+         "lbfgs (full batch) is for heads on cached features; fine-tuning takes adamw"),
+        (s.optimizer != "lbfgs" or s.gradient_clip_val is None, f"{at}.gradient_clip_val", s.gradient_clip_val,
+         "L-BFGS steps come from a line search and are not clipped; set it to null"),
+        (s.lora.r > 0, f"{at}.lora.r", s.lora.r, "must be > 0"),
+        (s.lr > 0, f"{at}.lr", s.lr, "must be > 0"),
+        (s.head_lr is None or s.head_lr > 0, f"{at}.head_lr", s.head_lr, "must be > 0"),
+        (s.max_epochs > 0, f"{at}.max_epochs", s.max_epochs, "must be > 0"),
+        (s.batch_size > 0, f"{at}.batch_size", s.batch_size, "must be > 0"),
+        (0 <= s.warmup_ratio < 1, f"{at}.warmup_ratio", s.warmup_ratio, "must be in [0, 1)"),
+    ]
+    if s.probe is not None:
+        checks += [(s.kind == "finetune", f"{at}.probe", s.probe.name, "only a fine-tuning strategy starts from a probe"),
+                   (s.probe.kind == "head", f"{at}.probe.kind", s.probe.kind, "the probe must be a head strategy"),
+                   (s.probe.probe is None, f"{at}.probe.probe", s.probe.probe, "a probe has no probe of its own")]
+        checks += strategy_checks(s.probe, f"{at}.probe")
+    return checks
+
+
+def compare_override_checks(overrides: list[str]) -> list[tuple]:
+    """compare.overrides set strategy keys (the strategy itself is each of compare.strategies)."""
+    keys = [o.key_or_group for o in parsed(overrides)]
+    wrong = [k for k in keys if not k.startswith("strategy.")]
+    return [(not wrong, "compare.overrides", overrides,
+             f"{wrong[0] if wrong else ''}: only strategy.* keys (each cell's strategy is one of compare.strategies)")]
 
 
 def trainer_checks(t: DictConfig) -> list[tuple]:

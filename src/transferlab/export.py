@@ -13,7 +13,7 @@ from torch import nn
 from transferlab.atomic import atomic_path
 from transferlab.backbones import build_backbone
 from transferlab.lora import merged
-from transferlab.predict import load_run
+from transferlab.models import load_trained
 
 
 class ServingModel(nn.Module):
@@ -28,10 +28,11 @@ class ServingModel(nn.Module):
 
 
 def serving_model(run_dir: Path) -> tuple[ServingModel, dict]:
-    cfg, card, module = load_run(run_dir)
-    backbone = module.backbone if card["kind"] == "finetune" else build_backbone(cfg.backbone)
+    trained = load_trained(run_dir)
+    module = trained.module
+    backbone = module.backbone if trained.card["kind"] == "finetune" else build_backbone(trained.cfg.backbone)
     model = merged(ServingModel(backbone, module.head)).eval()  # LoRA folded into plain weights
-    return model, {"cfg": cfg, "card": card}
+    return model, {"cfg": trained.cfg, "card": trained.card}
 
 
 def export(run_dir: str | Path, out_dir: str | Path, example: list) -> dict:

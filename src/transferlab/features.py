@@ -12,6 +12,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from transferlab.atomic import atomic_path
+from transferlab.errors import DataError
 
 
 def content_key(**parts: object) -> str:
@@ -106,3 +107,13 @@ def verified(path: Path) -> dict[str, torch.Tensor] | None:
     if expected is not None and tensor_digest(tensors) != expected:
         return None
     return tensors
+
+
+def load_features(entry: str | Path, split: str) -> torch.Tensor:
+    """One split's features from a cache entry, verified against its sha256 on every load: a
+    damaged file stops the run in one line instead of training on it."""
+    path = Path(entry) / f"{split}.safetensors"
+    tensors = verified(path)
+    if tensors is None or "features" not in tensors:
+        raise DataError(f"{path}: features missing or damaged; run extract again to rebuild them")
+    return tensors["features"]

@@ -13,13 +13,15 @@ import lightning.pytorch as L
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 from safetensors.torch import save_file
 
 from transferlab.atomic import atomic_path, write_json
 from transferlab.checkpoints import check_fits, load_checkpoint
+from transferlab.progress import progress_callbacks
+from transferlab.strategy import Strategy
 
 
 def quiet_lightning() -> None:
@@ -74,31 +76,27 @@ def fit_summary(module: L.LightningModule, run_dir: Path) -> dict:
     return summary
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, every_epoch_checkpoint: bool,
+def build_trainer(cfg: DictConfig, strategy: Strategy, run_dir: Path, resumable: bool,
                   extra_callbacks: list | None = None, single_process: bool = False) -> L.Trainer:
-    """Early stopping on val_loss; the best checkpoint kept, and `last.ckpt` each epoch to resume.
+    """Early stopping on val_loss within the strategy's budget; the best checkpoint kept, and
+    (`resumable`) `last.ckpt` each epoch to resume from.
 
     `single_process`: a head on cached features trains in this process whatever trainer.devices
     says: it is a few thousand parameters full-batch, where processes would only add start-up."""
     quiet_lightning()
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor="val_loss", mode="min",
-                                 save_top_k=1, save_last=every_epoch_checkpoint, filename="best")
-    stopping = EarlyStopping(monitor="val_loss", mode="min", patience=cfg.strategy.patience)
-    resumable = [EpochSeed(cfg.seed)] if every_epoch_checkpoint else []  # resumed = uninterrupted
-    callbacks = [checkpoint, stopping, *resumable, *progress_bar(cfg.trainer), QuietWorkers(),
-                 FitSummary(run_dir), *(extra_callbacks or [])]
+                                 save_top_k=1, save_last=resumable, filename="best")
+    stopping = EarlyStopping(monitor="val_loss", mode="min", patience=strategy.budget.patience)
+    seeded = [EpochSeed(cfg.seed)] if resumable else []  # resumed = uninterrupted
+    callbacks = [checkpoint, stopping, *seeded, *progress_callbacks(cfg.trainer.enable_progress_bar),
+                 QuietWorkers(), FitSummary(run_dir), *(extra_callbacks or [])]
     return instantiate(cfg.trainer, **(ONE_PROCESS if single_process else {}),
-                       max_epochs=cfg.strategy.max_epochs, gradient_clip_val=cfg.strategy.gradient_clip_val,
+                       max_epochs=strategy.budget.max_epochs, gradient_clip_val=strategy.gradient_clip_val,
                        callbacks=callbacks, logger=build_logger(cfg.logger, run_dir),
                        default_root_dir=str(run_dir))
 
 
 ONE_PROCESS = {"devices": 1, "strategy": "auto"}  # on trainer.accelerator, whatever devices it names
-
-
-def progress_bar(trainer: DictConfig) -> list[L.Callback]:
-    """Rich's progress bar (rich is a dependency) when the bar is on, whatever Lightning's default."""
-    return [RichProgressBar()] if trainer.enable_progress_bar else []
 
 
 def build_logger(logger: DictConfig, run_dir: Path) -> Logger | bool:
@@ -207,12 +205,3 @@ def save_best_weights(trainer: L.Trainer, module: L.LightningModule, run_dir: Pa
     with atomic_path(target) as tmp:
         save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(tmp))
     return target
-
-
-def predict_logits(module: L.LightningModule, loader, cfg: DictConfig) -> torch.Tensor:
-    """Inference through Lightning (inference mode, the configured precision), no logs or
-    checkpoints, in this process: the outputs are needed here, in the loader's order."""
-    quiet_lightning()
-    trainer = instantiate(cfg.trainer, **ONE_PROCESS, logger=False, enable_checkpointing=False,
-                          enable_progress_bar=False)
-    return torch.cat(trainer.predict(module, loader))

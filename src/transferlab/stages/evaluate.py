@@ -2,40 +2,30 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig
-from safetensors.torch import load_file
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
 from transferlab.atomic import atomic_path, write_json
-from transferlab.data.datamodules import (FeatureDataModule, InputDataModule, in_row_order, labels_of,
-                                          read_split)
+from transferlab.data.datamodules import labels_of, read_split
 from transferlab.data.splits import SPLITS
-from transferlab.stages import artifact_dirs, finetune, train_head
-from transferlab.stages.train import features_entry
-from transferlab.trainer import predict_logits
+from transferlab.features import load_features
+from transferlab.inference import feature_logits, input_logits
+from transferlab.models import TrainedModel, load_trained
 
 
-def split_logits(cfg: DictConfig, card: dict, data_dir: Path, features_dir: Path | None,
-                 model_dir: Path) -> dict[str, torch.Tensor]:
-    """Logits per split, in the split's row order."""
-    weights = load_file(model_dir / "model.safetensors")
-    if card["kind"] == "head":
-        module = train_head.build_module(cfg, card["feature_dim"], len(card["labels"]))
-        module.load_state_dict(weights)
-        datamodule = FeatureDataModule({s: train_head.load_features(features_dir, s) for s in SPLITS},
-                                       {s: labels_of(data_dir, s) for s in SPLITS}, 1024)
-        return {s: predict_logits(module, datamodule.loader(s), cfg) for s in SPLITS}
-    module = finetune.build_module(cfg, len(card["labels"]))
-    module.load_state_dict(weights)
-    datamodule = InputDataModule(data_dir, module.backbone, cfg.strategy.batch_size)
-    loaders = {s: datamodule.loader(s) for s in SPLITS}
-    return {s: in_row_order(predict_logits(module, loader, cfg), loader) for s, loader in loaders.items()}
+def split_logits(model: TrainedModel, data_dir: Path, features_dir: Path | None) -> dict[str, torch.Tensor]:
+    """Logits per split, in the split's row order: a head on the cached features, a fine-tuned
+    model on the raw inputs."""
+    cfg = model.cfg
+    if model.card["kind"] == "head":
+        return {s: feature_logits(model.module, load_features(features_dir, s), cfg.trainer) for s in SPLITS}
+    column = model.module.backbone.input_column
+    return {s: input_logits(model.module, read_split(data_dir, s)[column].tolist(),
+                            model.strategy.budget.batch_size, cfg.trainer) for s in SPLITS}
 
 
 def identify_rows(frame: pd.DataFrame) -> dict[str, pd.Series]:
@@ -46,11 +36,12 @@ def identify_rows(frame: pd.DataFrame) -> dict[str, pd.Series]:
     return {"image": frame["name"] if "name" in frame.columns else pd.Series(range(len(frame)))}
 
 
-def run(cfg: DictConfig, data_dir: str | Path, features_dir: str | Path | None,
-        model_dir: str | Path, out_dir: str | Path) -> dict:
+def run(data_dir: str | Path, features_dir: str | Path | None, model_dir: str | Path, out_dir: str | Path) -> dict:
+    """The run folder's model, rebuilt from the folder alone (as `transferlab predict` rebuilds it)."""
     data_dir, model_dir, out_dir = Path(data_dir), Path(model_dir), Path(out_dir)
-    card = json.loads((model_dir / "model.json").read_text())
-    logits = split_logits(cfg, card, data_dir, Path(features_dir) if features_dir else None, model_dir)
+    model = load_trained(model_dir)
+    card = model.card
+    logits = split_logits(model, data_dir, Path(features_dir) if features_dir else None)
     truth = {s: labels_of(data_dir, s).numpy() for s in SPLITS}
     pred = {s: logits[s].argmax(-1).numpy() for s in SPLITS}
     names, ids = card["labels"], list(range(len(card["labels"])))
@@ -87,9 +78,3 @@ def run(cfg: DictConfig, data_dir: str | Path, features_dir: str | Path | None,
         table.to_csv(tmp, index=False)
     write_json(out_dir / "metrics.json", metrics)  # last: its presence means the run is complete
     return metrics
-
-
-def dvc_main(cfg: DictConfig) -> None:
-    dirs = artifact_dirs(cfg)
-    features = features_entry(cfg, dirs["data"], dirs["features"]) if cfg.strategy.kind == "head" else None
-    run(cfg, dirs["data"], features, dirs["model"], dirs["eval"])

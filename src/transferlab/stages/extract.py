@@ -7,20 +7,16 @@ import json
 import time
 from pathlib import Path
 
-import lightning.pytorch as L
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, Subset
 
 from transferlab.atomic import write_json
-from transferlab.backbones import Backbone, backbone_class, build_backbone
-from transferlab.data.datamodules import EncodedInputs, in_row_order, read_split
+from transferlab.backbones import backbone_class
+from transferlab.data.datamodules import read_split
 from transferlab.data.splits import SPLITS
-from transferlab.modules import FeatureExtractor
 from transferlab.features import FeatureCache, content_key, item_digest
-from transferlab.stages import artifact_dirs
-from transferlab.strategies import count_parameters, freeze_backbone
-from transferlab.trainer import quiet_lightning
+from transferlab.inference import embed
+from transferlab.provenance import code_version
 
 
 def data_hash(data_dir: Path) -> str:
@@ -31,32 +27,14 @@ def data_hash(data_dir: Path) -> str:
 
 
 def backbone_key(backbone: DictConfig, extract: DictConfig) -> str:
+    """The item store's key: weights + preprocessing, precision, and the version of the code that
+    embeds (pooling, tokenising, the libraries), so a fix there is a miss, never a stale hit."""
     return content_key(backbone=backbone_class(backbone).identity(backbone), name=backbone.name,
-                       precision=extract.precision)
+                       precision=extract.precision, code=code_version(__name__))
 
 
 def cache_key(backbone: DictConfig, extract: DictConfig, data_dir: Path) -> str:
     return content_key(store=backbone_key(backbone, extract), data=data_hash(data_dir))
-
-
-def embed(backbone: DictConfig, extract: DictConfig, items: list) -> tuple[torch.Tensor, dict]:
-    """Features of `items` with the frozen backbone, and its facts."""
-    model = build_backbone(backbone)
-    freeze_backbone(model)
-    features = features_of(model, items, extract.batch_size, extract.precision)
-    return features, {"feature_dim": model.feature_dim, "backbone_params": count_parameters(model)[1]}
-
-
-def features_of(model: Backbone, items: list, batch_size: int, precision: str) -> torch.Tensor:
-    """Encoded once up front, then length-bucketed batches padded to their longest item, under
-    inference mode (Lightning's predict) and bf16 autocast if asked; rows in the order of `items`."""
-    dataset = EncodedInputs(items, torch.zeros(len(items), dtype=torch.long), model)
-    loader = DataLoader(Subset(dataset, dataset.by_length()), batch_size=batch_size, collate_fn=dataset.collate)
-    quiet_lightning()
-    trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
-                        precision="bf16-mixed" if precision == "bf16" else "32-true",
-                        enable_model_summary=False, enable_progress_bar=len(loader) > 1)
-    return in_row_order(torch.cat(trainer.predict(FeatureExtractor(model), loader)), loader)
 
 
 def update_store(cache: FeatureCache, store_key: str, backbone: DictConfig, extract: DictConfig,
@@ -117,8 +95,3 @@ def run(backbone: DictConfig, extract: DictConfig, data_dir: str | Path, cache_r
                    {"backbone": OmegaConf.to_container(backbone), "precision": extract.precision,
                     "store": store_key, **facts})
     return cache.entry(key)
-
-
-def dvc_main(cfg: DictConfig) -> None:
-    dirs = artifact_dirs(cfg)
-    run(cfg.backbone, cfg.extract, dirs["data"], dirs["features"])

@@ -12,7 +12,7 @@ from transferlab.atomic import atomic_path
 from transferlab.data import sources
 from transferlab.data.splits import data_card, split
 from transferlab.features import content_key
-from transferlab.stages import artifact_dirs
+from transferlab.provenance import code_version
 
 
 def run(data: DictConfig, seed: int, out_dir: str | Path) -> Path:
@@ -29,9 +29,10 @@ def run(data: DictConfig, seed: int, out_dir: str | Path) -> Path:
 
 
 def cache_dir(data: DictConfig, seed: int, cache_root: str | Path) -> Path:
-    """Content-addressed location: the config that shapes the splits plus the raw data's hash."""
-    key = content_key(data=OmegaConf.to_container(data), seed=seed,
-                           content=sources.fingerprint(data))
+    """Content-addressed location: the config that shapes the splits, the raw data's hash and the
+    version of the code that splits it (a fix to splitting is a miss, never a stale hit)."""
+    key = content_key(data=OmegaConf.to_container(data), seed=seed, content=sources.fingerprint(data),
+                      code=code_version(__name__))
     return Path(cache_root) / "prepared" / key
 
 
@@ -46,7 +47,3 @@ def cached(data: DictConfig, seed: int, cache_root: str | Path) -> Path:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out_dir.parent / f"{out_dir.name}.lock")):
         return out_dir if (out_dir / "data_card.json").is_file() else run(data, seed, out_dir)
-
-
-def dvc_main(cfg: DictConfig) -> None:
-    run(cfg.data, cfg.seed, artifact_dirs(cfg)["data"])

@@ -8,20 +8,23 @@ from omegaconf import DictConfig, OmegaConf
 
 from transferlab.atomic import atomic_path, write_json
 from transferlab.resources import ResourceMeter
+from transferlab.strategy import Strategy
 
 
-def write_model_card(model_dir: Path, cfg: DictConfig, labels: list[str], feature_dim: int,
-                     meter: ResourceMeter, fit: dict, trained_groups: list[str], **params: int) -> Path:
-    """`fit`: transferlab.trainer.fit_summary's record (epochs, world_size), true under ddp_spawn too."""
+def write_model_card(model_dir: Path, cfg: DictConfig, strategy: Strategy, labels: list[str], feature_dim: int,
+                     meter: ResourceMeter, train_seconds: float, fit: dict, trained_groups: list[str],
+                     **params: int) -> Path:
+    """`fit`: transferlab.trainer.fit_summary's record (epochs, world_size), true under ddp_spawn too;
+    `train_seconds`: every attempt's training time (a resumed run's earlier ones too)."""
     write_json(model_dir / "model.json", {
-        "strategy": cfg.strategy.name,
-        "kind": cfg.strategy.kind,
+        "strategy": strategy.name,
+        "kind": strategy.kind,
         "seed": cfg.seed,
         "trained_groups": trained_groups,
         "labels": labels,
         "feature_dim": feature_dim,
         "backbone": OmegaConf.to_container(cfg.backbone),
-        "train_seconds": round(meter.seconds, 3),
+        "train_seconds": round(train_seconds, 3),
         "peak_memory_mb": round(meter.peak_mb, 1),
         "gpu_peak_memory_mb": round(meter.gpu_peak_mb, 1),
         "epochs": fit["epochs"],

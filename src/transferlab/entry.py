@@ -1,0 +1,152 @@
+"""The one bootstrap of every flow script (flows/*.py): Prefect's environment, a check of the
+command line's overrides before anything heavy loads, and the body of each script's Hydra main.
+
+Each script is `@hydra.main` over one function here and `start(main, __file__)`: Prefect and torch
+are imported only inside these functions, after `start` has set Prefect's settings."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+from omegaconf import DictConfig, OmegaConf
+
+from transferlab.errors import ConfigError, TransferlabError
+
+QUIET_PREFECT_ENV = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+}
+
+
+def configure_prefect(project_root: Path) -> None:
+    """Call before importing prefect; a user's own settings win."""
+    os.environ.setdefault("PREFECT_HOME", str(project_root / ".prefect"))
+    for key, value in QUIET_PREFECT_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def start(main: Callable[[], object], script: str) -> None:
+    """Run a flow script's Hydra main: Prefect configured for the script's project, and a misspelt
+    option or key on the command line stopped in one line before torch and Prefect load."""
+    from transferlab.config import check_overrides
+
+    configure_prefect(Path(script).resolve().parents[1])
+    with exit_on_bad_input():
+        check_overrides([a for a in sys.argv[1:] if not a.startswith("-") and "=" in a])
+    main()
+
+
+class BadInputFilter(logging.Filter):
+    """Bad input is reported once, as one line, by the entry point: drop Prefect's tracebacks of it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], TransferlabError))
+
+
+def quiet_logs() -> None:
+    for name in ("prefect.task_runs", "prefect.flow_runs", "prefect.engine"):
+        logging.getLogger(name).addFilter(BadInputFilter())
+    for name in ("httpx", "httpcore", "distributed", "alembic"):  # distributed: the Dask runner's cluster;
+        logging.getLogger(name).setLevel(logging.WARNING)          # alembic: optuna's set-up lines
+
+
+def discard_run_dir(run_dir: Path) -> None:
+    """A run stopped by bad input leaves nothing behind: Hydra's own files go, the folder too if empty."""
+    shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
+    for log in run_dir.glob("*.log"):
+        log.unlink()
+    if run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()
+
+
+@contextmanager
+def exit_on_bad_input(run_dir: Path | None = None) -> Iterator[None]:
+    """Bad input ends the command with one line on stderr, exit code 2, and no partial run folder."""
+    try:
+        yield
+    except TransferlabError as exc:
+        if run_dir is not None:
+            discard_run_dir(run_dir)
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def hydra_run() -> tuple[Path, list[str]]:
+    """This Hydra job's output folder and its command-line overrides."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra = HydraConfig.get()
+    return Path(hydra.runtime.output_dir), list(hydra.overrides.task)
+
+
+def adapt(cfg: DictConfig) -> float:
+    """flows/adapt.py: one flow run; returns metrics[optimized_metric], the objective a sweeper reads."""
+    from transferlab.config import checked
+
+    quiet_logs()
+    run_dir, _ = hydra_run()
+    with exit_on_bad_input(run_dir):
+        cfg = checked(cfg, "config")
+        from transferlab import flows
+
+        metrics = flows.adapt(OmegaConf.to_container(cfg, resolve=True), str(run_dir))
+    print(json.dumps({k: metrics[k] for k in ("strategy", "train_size", "test_accuracy",
+                                              "trainable_params", "train_seconds")}))
+    print(f"results: {run_dir / 'metrics.json'}")
+    return float(metrics[cfg.optimized_metric])
+
+
+def comparison(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """The checked config of a comparison. `strategy...` on its command line is refused: each cell's
+    strategy is one of compare.strategies, tuned for all through compare.overrides."""
+    from transferlab.config import checked, parsed
+
+    direct = [o for o, p in zip(overrides, parsed(overrides)) if p.key_or_group.split(".")[0] == "strategy"]
+    if direct:
+        raise ConfigError(f"{direct[0]}: a comparison runs each of compare.strategies; set strategy keys "
+                          f"for every cell with \"compare.overrides=['{direct[0]}']\"")
+    return checked(cfg, "config")
+
+
+def compare(cfg: DictConfig) -> None:
+    """flows/compare.py: the comparison as one flow run, then the report."""
+    quiet_logs()
+    run_dir, overrides = hydra_run()
+    with exit_on_bad_input(run_dir):
+        cfg = comparison(cfg, overrides)
+        from transferlab import flows
+
+        result = flows.compare.with_options(task_runner=flows.task_runner(cfg.compare))(
+            OmegaConf.to_container(cfg, resolve=True), str(run_dir))
+    print(result["recommendation"])
+    if result["failed_runs"]:
+        print(f"failed runs (left out of the report): {result['failed_runs']}")
+    print(f"report: {run_dir / 'report.html'} and report.md")
+
+
+def serve(cfg: DictConfig) -> None:
+    """flows/serve.py: the compare flow as a deployment on a Prefect server, on conf/schedule's cron."""
+    quiet_logs()
+    run_dir, overrides = hydra_run()
+    with exit_on_bad_input(run_dir):
+        cfg = comparison(cfg, overrides)
+        from transferlab import flows
+
+        schedule = flows.cron_schedule(cfg.schedule)
+        runner = flows.task_runner(cfg.compare)
+    out_dir = str(Path(cfg.schedule.out_dir).resolve())
+    print(f"serving compare/{cfg.schedule.name}: cron '{schedule.cron}' ({schedule.timezone}); "
+          f"report: {Path(out_dir) / 'report.html'}")
+    flows.compare.with_options(task_runner=runner).serve(
+        name=cfg.schedule.name, schedules=[schedule], print_starting_message=False,
+        parameters={"cfg": OmegaConf.to_container(cfg, resolve=True), "out_dir": out_dir})

@@ -1,0 +1,153 @@
+"""The Prefect flows: the pipeline's steps as tasks, one run (`adapt`) and a comparison (`compare`).
+
+The flows add orchestration only: each step is a task cached on its inputs and on the version of
+its stage's code (`transferlab.provenance`), a crashed step is retried after saying why, and a
+comparison's cells fan out through a task runner. A cached result is trusted only while what it
+wrote is intact (features verified against their sha256): otherwise the task runs again with
+`refresh_cache`. Import after `transferlab.entry.configure_prefect` has set Prefect's environment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from prefect import Task, flow, task
+from prefect.cache_policies import INPUTS, CacheKeyFnPolicy
+
+from transferlab import pipeline
+from transferlab.errors import ConfigError, TransferlabError
+from transferlab.provenance import code_version
+
+log = logging.getLogger("transferlab")
+
+
+def stage_code(module: str) -> CacheKeyFnPolicy:
+    """A cache-key part: the version of a stage's code and the libraries that shape its output."""
+    return CacheKeyFnPolicy(cache_key_fn=lambda _ctx, _inputs: code_version(module))
+
+
+def run_dir_stamp(name: str) -> CacheKeyFnPolicy:
+    """A cache-key part: size + mtime of a file an upstream task wrote into the task's `run_dir`,
+    so a retrained model is re-evaluated."""
+    def stamp(_ctx, inputs: dict) -> str:
+        path = Path(inputs["run_dir"]) / name
+        return f"{path.stat().st_size}:{path.stat().st_mtime_ns}" if path.is_file() else "missing"
+
+    return CacheKeyFnPolicy(cache_key_fn=stamp)
+
+
+def retry_unless_bad_input(task_: Task, task_run, state) -> bool:
+    """Retries are for crashes; bad input fails the same way every time. A retried failure is
+    said at WARNING, with its reason (Prefect says it at INFO, which the quiet settings hide)."""
+    try:
+        state.result()
+    except TransferlabError:
+        return False
+    except Exception as exc:
+        log.warning("%s failed: %r; retrying", task_run.name, exc)
+        return True
+    return True
+
+
+RETRIED = dict(retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_bad_input)
+prepare_task = task(pipeline.prepare_step, name="prepare", **RETRIED,
+                    cache_policy=INPUTS + stage_code("transferlab.stages.prepare"))
+extract_task = task(pipeline.extract_step, name="extract", **RETRIED,
+                    cache_policy=INPUTS + stage_code("transferlab.stages.extract"))
+train_task = task(pipeline.train_step, name="train", retries=1, retry_delay_seconds=1,
+                  retry_condition_fn=retry_unless_bad_input,
+                  cache_policy=INPUTS + stage_code("transferlab.stages.train"))
+evaluate_task = task(pipeline.evaluate_step, name="evaluate",
+                     cache_policy=INPUTS + stage_code("transferlab.stages.evaluate") + run_dir_stamp("model.json"))
+
+
+def trusted(task_: Task, intact: bool) -> Task:
+    """`task_`, whose cached result is trusted only while `intact` (what it wrote is still there and
+    sound); else it runs again and overwrites its cache record. Intactness cannot be part of the
+    key: running the task changes it, so the next run's key would never match."""
+    return task_ if intact else task_.with_options(refresh_cache=True)
+
+
+class TaskSteps(pipeline.Steps):
+    """The pipeline's steps as Prefect tasks: prepare and extract run in the flow, once per distinct
+    input; train and evaluate are submitted to the flow's task runner."""
+
+    def __init__(self) -> None:
+        self.done: dict[str, Any] = {}
+
+    def once(self, key: list, call) -> Any:
+        text = json.dumps(key, sort_keys=True, default=str)
+        if text not in self.done:
+            self.done[text] = call()
+        return self.done[text]
+
+    def prepare(self, data: dict, seed: int, cache_root: str) -> str:
+        intact = pipeline.prepared_intact(data, seed, cache_root)
+        return self.once(["prepare", data, seed, cache_root],
+                         lambda: trusted(prepare_task, intact)(data, seed, cache_root))
+
+    def extract(self, backbone: dict, extract_cfg: dict, data_dir: str, cache_root: str) -> str:
+        intact = pipeline.features_intact(backbone, extract_cfg, data_dir, cache_root)
+        return self.once(["extract", backbone, extract_cfg, data_dir, cache_root],
+                         lambda: trusted(extract_task, intact)(backbone, extract_cfg, data_dir, cache_root))
+
+    def train(self, cfg: dict, data_dir: str, features_dir: str | None, run_dir: str) -> Any:
+        return trusted(train_task, pipeline.run_intact(run_dir, "train")).submit(cfg, data_dir, features_dir, run_dir)
+
+    def evaluate(self, data_dir: str, features_dir: str | None, run_dir: str, after: Any = None) -> Any:
+        return trusted(evaluate_task, pipeline.run_intact(run_dir, "evaluate")).submit(
+            data_dir, features_dir, run_dir, wait_for=[after])
+
+    def result(self, outcome: Any) -> dict | None:
+        outcome.wait()
+        return outcome.result() if outcome.state.is_completed() else None
+
+
+@flow(name="adapt", log_prints=True)
+def adapt(cfg: dict, run_dir: str) -> dict:
+    """One cell: prepare -> extract (when the strategy uses features) -> train -> evaluate."""
+    return pipeline.run_cell(OmegaConf.create(cfg), run_dir, TaskSteps()).result()
+
+
+@flow(name="compare", log_prints=True)
+def compare(cfg: dict, out_dir: str) -> dict:
+    """Every strategy x train size x seed of cfg.compare on identical splits, then the report."""
+    return pipeline.run_grid(OmegaConf.create(cfg), out_dir, TaskSteps())
+
+
+def task_runner(compare_cfg: Any):
+    """compare.task_runner -> Prefect's thread pool in this process, or a local Dask cluster of
+    `workers` processes (the GIL-free way to train several runs at once). Each Dask worker gets an
+    equal share of the cores as torch threads, so the workers together never oversubscribe the CPU;
+    workers are spawned processes and inherit this environment (PREFECT_API_URL, PREFECT_HOME)."""
+    if compare_cfg.task_runner == "threads":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=compare_cfg.workers)
+    if compare_cfg.task_runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        torch_threads = str(max(1, (os.cpu_count() or 1) // compare_cfg.workers))
+        return DaskTaskRunner(cluster_kwargs={
+            "n_workers": compare_cfg.workers, "threads_per_worker": 1, "processes": True,
+            "dashboard_address": None, "env": {"OMP_NUM_THREADS": torch_threads}})
+    raise ConfigError(f"compare.task_runner={compare_cfg.task_runner!r}: must be 'threads' or 'dask'")
+
+
+def cron_schedule(schedule: Any):
+    """schedule.cron/timezone as Prefect's CronSchedule; a bad string fails in one line naming the key."""
+    from prefect.client.schemas.schedules import CronSchedule
+    from pydantic import ValidationError
+
+    try:
+        return CronSchedule(cron=schedule.cron, timezone=schedule.timezone)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = "timezone" if "timezone" in error["loc"] else "cron"
+        raise ConfigError(f"schedule.{key}={schedule[key]!r}: "
+                          f"{error['msg'].removeprefix('Value error, ')}") from None

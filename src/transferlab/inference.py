@@ -1,0 +1,64 @@
+"""Running a model over inputs through Lightning's predict loop: frozen features, logits.
+
+One place for inference, so extraction, evaluation and `transferlab predict` batch, bucket and
+order their outputs alike."""
+
+from __future__ import annotations
+
+import lightning.pytorch as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Subset, TensorDataset
+
+from transferlab.backbones import Backbone, build_backbone
+from transferlab.data.datamodules import EncodedInputs, in_row_order
+from transferlab.modules import FeatureExtractor
+from transferlab.progress import progress_callbacks
+from transferlab.strategy import count_parameters, freeze
+from transferlab.trainer import ONE_PROCESS, quiet_lightning
+
+
+def features_of(model: Backbone, items: list, batch_size: int, precision: str,
+                progress: bool = True) -> torch.Tensor:
+    """Encoded once up front, then length-bucketed batches padded to their longest item, under
+    inference mode and bf16 autocast if asked; rows in the order of `items`."""
+    dataset = EncodedInputs(items, torch.zeros(len(items), dtype=torch.long), model)
+    loader = DataLoader(Subset(dataset, dataset.by_length()), batch_size=batch_size, collate_fn=dataset.collate)
+    quiet_lightning()
+    shown = progress and len(loader) > 1
+    trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
+                        precision="bf16-mixed" if precision == "bf16" else "32-true",
+                        enable_model_summary=False, enable_progress_bar=shown,
+                        callbacks=progress_callbacks(shown))
+    return in_row_order(torch.cat(trainer.predict(FeatureExtractor(model), loader)), loader)
+
+
+def embed(backbone: DictConfig, extract: DictConfig, items: list) -> tuple[torch.Tensor, dict]:
+    """Features of `items` with the frozen backbone, and its facts."""
+    model = build_backbone(backbone)
+    freeze(model)
+    features = features_of(model, items, extract.batch_size, extract.precision)
+    return features, {"feature_dim": model.feature_dim, "backbone_params": count_parameters(model)[1]}
+
+
+def predict_logits(module: L.LightningModule, loader: DataLoader, trainer_cfg: DictConfig) -> torch.Tensor:
+    """Inference through Lightning (inference mode, the configured precision), no logs or
+    checkpoints, in this process: the outputs are needed here, in the loader's order."""
+    quiet_lightning()
+    trainer = instantiate(trainer_cfg, **ONE_PROCESS, logger=False, enable_checkpointing=False,
+                          enable_progress_bar=False)
+    return torch.cat(trainer.predict(module, loader))
+
+
+def feature_logits(module: L.LightningModule, features: torch.Tensor, trainer_cfg: DictConfig) -> torch.Tensor:
+    """A head's logits over a feature matrix."""
+    loader = DataLoader(TensorDataset(features, torch.zeros(len(features), dtype=torch.long)), batch_size=4096)
+    return predict_logits(module, loader, trainer_cfg)
+
+
+def input_logits(module: L.LightningModule, items: list, batch_size: int, trainer_cfg: DictConfig) -> torch.Tensor:
+    """Backbone + head logits over raw inputs, length-bucketed, in the order of `items`."""
+    dataset = EncodedInputs(items, torch.zeros(len(items), dtype=torch.long), module.backbone)
+    loader = DataLoader(Subset(dataset, dataset.by_length()), batch_size=batch_size, collate_fn=dataset.collate)
+    return in_row_order(predict_logits(module, loader, trainer_cfg), loader)

@@ -1,0 +1,119 @@
+"""provenance: import closures found from source, and code versions that follow code, not comments."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from transferlab.provenance import closure_files, code_version, import_closure, module_file
+
+SRC = ROOT / "src"
+PACKAGE = SRC / "transferlab"
+
+
+def test_prepare_closure_is_what_prepare_imports():
+    closure = import_closure("transferlab.stages.prepare")
+    assert {"transferlab.stages.prepare", "transferlab.data.splits", "transferlab.data.sources",
+            "transferlab.atomic", "transferlab.errors", "transferlab.features",
+            "transferlab", "transferlab.data", "transferlab.stages"} <= set(closure)
+    # torch-side code prepare never imports
+    assert not {"transferlab.modules", "transferlab.backbones", "transferlab.data.datamodules",
+                "transferlab.trainer", "transferlab.stages.extract"} & set(closure)
+    assert closure == sorted(closure)
+
+
+def test_closure_files_are_this_trees_files():
+    files = closure_files("transferlab.stages.prepare")
+    assert PACKAGE / "data" / "splits.py" in files
+    assert PACKAGE / "data" / "__init__.py" in files  # from transferlab.data import sources
+    assert all(f.is_file() and f.is_relative_to(PACKAGE) for f in files)
+    assert module_file("transferlab.stages") == PACKAGE / "stages" / "__init__.py"
+    with pytest.raises(ModuleNotFoundError):
+        module_file("transferlab.no_such_module")
+
+
+def test_lazy_imports_in_real_source_are_followed():
+    # strategies imports transferlab.lora only inside apply_strategy; orchestration imports
+    # errors and config only inside functions
+    assert "transferlab.lora" in import_closure("transferlab.strategy")
+    assert {"transferlab.errors", "transferlab.config"} <= set(import_closure("transferlab.orchestration"))
+
+
+def write_tree(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root / "transferlab"
+
+
+def test_import_forms_on_a_throwaway_package(tmp_path):
+    package = write_tree(tmp_path, {
+        "transferlab/__init__.py": "",
+        "transferlab/a.py": "import transferlab.x.y\nfrom transferlab import b\n"
+                            "def later():\n    from transferlab.p import NAME, q\n",
+        "transferlab/b.py": "from . import c\nfrom .x import helper\n",
+        "transferlab/c.py": "import os\n",
+        "transferlab/x/__init__.py": "helper = 1\n",
+        "transferlab/x/y.py": "",
+        "transferlab/p/__init__.py": "NAME = 1\n",
+        "transferlab/p/q.py": "",
+        "transferlab/unused.py": "",
+    })
+    assert import_closure("transferlab.a", root=package) == [
+        "transferlab", "transferlab.a", "transferlab.b", "transferlab.c", "transferlab.p",
+        "transferlab.p.q", "transferlab.x", "transferlab.x.y"]
+    assert import_closure("transferlab.x.y", root=package) == ["transferlab", "transferlab.x", "transferlab.x.y"]
+
+
+def copy_tree(dest: Path, edits: dict[str, tuple[str, str]]) -> Path:
+    """A copy of src/transferlab under dest/src, each file's `old` text replaced by `new`."""
+    package = dest / "src" / "transferlab"
+    shutil.copytree(PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__"))
+    for name, (old, new) in edits.items():
+        text = (package / name).read_text()
+        assert old in text, f"{name} no longer contains {old!r}: update the test's edit"
+        (package / name).write_text(text.replace(old, new, 1))
+    return package.parent
+
+
+def versions_in(src: Path) -> dict:
+    """code_version of prepare and extract, computed by a fresh process that imports the copy."""
+    script = ("import json, transferlab.provenance as p; print(json.dumps({'file': p.__file__, "
+              "'prepare': p.code_version('transferlab.stages.prepare'), "
+              "'extract': p.code_version('transferlab.stages.extract')}))")
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    out = subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True,
+                         text=True, timeout=60).stdout
+    result = json.loads(out)
+    assert Path(result.pop("file")).is_relative_to(src)  # the copy, not the installed source
+    return result
+
+
+SPLITS_DOC = '"""Cleaning and stratified splitting'
+POOL_DOC = '"""Pads to the longest item of this batch'
+EDITS = {
+    "original": {},
+    "splits code": {"data/splits.py": ('SPLITS = ("train", "val", "test")',
+                                       'SPLITS = ("train", "val", "test")\nMIN_PER_CLASS = 1')},
+    "splits comment": {"data/splits.py": (SPLITS_DOC, '# a new comment\n' + SPLITS_DOC + ' (reworded)')},
+    "pooling code": {"backbones/hf_encoder.py": ("clamp(min=1e-9)", "clamp(min=1e-6)")},
+    "pooling comment": {"backbones/hf_encoder.py": (POOL_DOC, POOL_DOC + " (reworded)")},
+}
+
+
+def test_code_version_follows_code_not_comments(tmp_path):
+    v = {name: versions_in(copy_tree(tmp_path / name.replace(" ", "_"), edits)) for name, edits in EDITS.items()}
+    assert v["splits comment"] == v["original"]
+    assert v["pooling comment"] == v["original"]
+    assert v["splits code"]["prepare"] != v["original"]["prepare"]
+    assert v["splits code"]["extract"] != v["original"]["extract"]  # extract imports splits too
+    assert v["pooling code"]["extract"] != v["original"]["extract"]
+    assert v["pooling code"]["prepare"] == v["original"]["prepare"]  # prepare never runs the encoder
+    assert v["original"]["prepare"] == code_version("transferlab.stages.prepare")  # the copy is this tree
