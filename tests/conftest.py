@@ -85,3 +85,32 @@ def prefect_api(tmp_path_factory) -> str:
     os.environ.pop("PREFECT_API_URL", None)
     server.terminate()
     server.wait(timeout=30)
+
+
+def topic_config(root: Path, *overrides: str, tiny: bool = True):
+    """A checked config on the topic data (written to root/topics.csv), its caches under root/cache;
+    on the tiny randomly initialised encoder unless `tiny=False` (the real MiniLM, at 32 tokens)."""
+    from tiny_encoder import overrides as tiny_overrides
+    from transferlab.config import checked, compose
+
+    topic_frame().to_csv(root / "topics.csv", index=False)
+    backbone = tiny_overrides() if tiny else ["backbone.max_length=32"]
+    return checked(compose(["data=csv", f"data.path={root / 'topics.csv'}", "data.label_column=topic",
+                            *backbone, "trainer.enable_progress_bar=false", f"paths.cache_dir={root / 'cache'}",
+                            *overrides]), "test")
+
+
+def run_cell(cfg, run_dir: Path) -> dict:
+    """One cell through transferlab.pipeline, as every front end runs it: the metrics."""
+    from transferlab.pipeline import run_cell as pipeline_run_cell
+
+    return pipeline_run_cell(cfg, run_dir)
+
+
+def prepared_dir(cfg) -> Path:
+    """Where run_cell's prepare step put the cell's splits."""
+    from omegaconf import OmegaConf
+
+    from transferlab.pipeline import prepared_dir as located
+
+    return located(OmegaConf.to_container(cfg.data), cfg.seed, cfg.paths.cache_dir)

@@ -40,10 +40,10 @@ def test_closure_files_are_this_trees_files():
 
 
 def test_lazy_imports_in_real_source_are_followed():
-    # strategies imports transferlab.lora only inside apply_strategy; orchestration imports
-    # errors and config only inside functions
+    # strategy imports transferlab.lora only inside Strategy.apply; entry imports config and the
+    # flows only inside functions
     assert "transferlab.lora" in import_closure("transferlab.strategy")
-    assert {"transferlab.errors", "transferlab.config"} <= set(import_closure("transferlab.orchestration"))
+    assert {"transferlab.config", "transferlab.flows"} <= set(import_closure("transferlab.entry"))
 
 
 def write_tree(root: Path, files: dict[str, str]) -> Path:

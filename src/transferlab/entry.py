@@ -46,20 +46,6 @@ def start(main: Callable[[], object], script: str) -> None:
     main()
 
 
-class BadInputFilter(logging.Filter):
-    """Bad input is reported once, as one line, by the entry point: drop Prefect's tracebacks of it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], TransferlabError))
-
-
-def quiet_logs() -> None:
-    for name in ("prefect.task_runs", "prefect.flow_runs", "prefect.engine"):
-        logging.getLogger(name).addFilter(BadInputFilter())
-    for name in ("httpx", "httpcore", "distributed", "alembic"):  # distributed: the Dask runner's cluster;
-        logging.getLogger(name).setLevel(logging.WARNING)          # alembic: optuna's set-up lines
-
-
 def discard_run_dir(run_dir: Path) -> None:
     """A run stopped by bad input leaves nothing behind: Hydra's own files go, the folder too if empty."""
     shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
@@ -93,7 +79,6 @@ def adapt(cfg: DictConfig) -> float:
     """flows/adapt.py: one flow run; returns metrics[optimized_metric], the objective a sweeper reads."""
     from transferlab.config import checked
 
-    quiet_logs()
     run_dir, _ = hydra_run()
     with exit_on_bad_input(run_dir):
         cfg = checked(cfg, "config")
@@ -120,7 +105,6 @@ def comparison(cfg: DictConfig, overrides: list[str]) -> DictConfig:
 
 def compare(cfg: DictConfig) -> None:
     """flows/compare.py: the comparison as one flow run, then the report."""
-    quiet_logs()
     run_dir, overrides = hydra_run()
     with exit_on_bad_input(run_dir):
         cfg = comparison(cfg, overrides)
@@ -136,7 +120,6 @@ def compare(cfg: DictConfig) -> None:
 
 def serve(cfg: DictConfig) -> None:
     """flows/serve.py: the compare flow as a deployment on a Prefect server, on conf/schedule's cron."""
-    quiet_logs()
     run_dir, overrides = hydra_run()
     with exit_on_bad_input(run_dir):
         cfg = comparison(cfg, overrides)

@@ -24,6 +24,38 @@ from transferlab.errors import ConfigError, TransferlabError
 from transferlab.provenance import code_version
 
 log = logging.getLogger("transferlab")
+BAD_INPUT_RUNS: set[str] = set()  # ids of task and flow runs that failed on bad input
+
+
+def note_bad_input(_task_or_flow, run, state) -> None:
+    """An on_failure hook: remember runs that failed on bad input, whose Prefect log lines
+    BadInputFilter drops (the entry point reports the error once, as one line)."""
+    try:
+        state.result()
+    except TransferlabError:
+        BAD_INPUT_RUNS.add(str(run.id))
+    except Exception:
+        pass
+
+
+class BadInputFilter(logging.Filter):
+    """Drops Prefect's log lines about a run that failed on bad input, and tracebacks of bad input."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], TransferlabError):
+            return False
+        run_id = getattr(record, "task_run_id", None) or getattr(record, "flow_run_id", None)
+        return str(run_id) not in BAD_INPUT_RUNS
+
+
+def quiet_logs() -> None:
+    for name in ("prefect.task_runs", "prefect.flow_runs", "prefect.engine"):
+        logging.getLogger(name).addFilter(BadInputFilter())
+    for name in ("httpx", "httpcore", "distributed", "alembic"):  # distributed: the Dask runner's cluster;
+        logging.getLogger(name).setLevel(logging.WARNING)          # alembic: optuna's set-up lines
+
+
+quiet_logs()
 
 
 def stage_code(module: str) -> CacheKeyFnPolicy:
@@ -54,15 +86,16 @@ def retry_unless_bad_input(task_: Task, task_run, state) -> bool:
     return True
 
 
-RETRIED = dict(retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_bad_input)
+RETRIED = dict(retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_bad_input,
+               on_failure=[note_bad_input])
 prepare_task = task(pipeline.prepare_step, name="prepare", **RETRIED,
                     cache_policy=INPUTS + stage_code("transferlab.stages.prepare"))
 extract_task = task(pipeline.extract_step, name="extract", **RETRIED,
                     cache_policy=INPUTS + stage_code("transferlab.stages.extract"))
 train_task = task(pipeline.train_step, name="train", retries=1, retry_delay_seconds=1,
-                  retry_condition_fn=retry_unless_bad_input,
+                  retry_condition_fn=retry_unless_bad_input, on_failure=[note_bad_input],
                   cache_policy=INPUTS + stage_code("transferlab.stages.train"))
-evaluate_task = task(pipeline.evaluate_step, name="evaluate",
+evaluate_task = task(pipeline.evaluate_step, name="evaluate", on_failure=[note_bad_input],
                      cache_policy=INPUTS + stage_code("transferlab.stages.evaluate") + run_dir_stamp("model.json"))
 
 
@@ -108,13 +141,13 @@ class TaskSteps(pipeline.Steps):
         return outcome.result() if outcome.state.is_completed() else None
 
 
-@flow(name="adapt", log_prints=True)
+@flow(name="adapt", log_prints=True, on_failure=[note_bad_input])
 def adapt(cfg: dict, run_dir: str) -> dict:
     """One cell: prepare -> extract (when the strategy uses features) -> train -> evaluate."""
     return pipeline.run_cell(OmegaConf.create(cfg), run_dir, TaskSteps()).result()
 
 
-@flow(name="compare", log_prints=True)
+@flow(name="compare", log_prints=True, on_failure=[note_bad_input])
 def compare(cfg: dict, out_dir: str) -> dict:
     """Every strategy x train size x seed of cfg.compare on identical splits, then the report."""
     return pipeline.run_grid(OmegaConf.create(cfg), out_dir, TaskSteps())
