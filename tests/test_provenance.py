@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, topic_frame
 from transferlab.provenance import closure_files, code_version, import_closure, module_file
 
 SRC = ROOT / "src"
@@ -83,13 +83,25 @@ def copy_tree(dest: Path, edits: dict[str, tuple[str, str]]) -> Path:
     return package.parent
 
 
-def versions_in(src: Path) -> dict:
-    """code_version of prepare and extract, computed by a fresh process that imports the copy."""
-    script = ("import json, transferlab.provenance as p; print(json.dumps({'file': p.__file__, "
-              "'prepare': p.code_version('transferlab.stages.prepare'), "
-              "'extract': p.code_version('transferlab.stages.extract')}))")
+KEYS = """
+import json, sys
+import transferlab.provenance as p
+from transferlab.config import checked, compose
+from transferlab.stages import extract, prepare
+cfg = checked(compose(["data=csv", "data.path=" + sys.argv[1], "data.label_column=topic"], sys.argv[2]), "test")
+print(json.dumps({"file": p.__file__, "prepare": p.code_version("transferlab.stages.prepare"),
+                  "extract": p.code_version("transferlab.stages.extract"),
+                  "prepared_key": prepare.cache_dir(cfg.data, 0, "cache").name,
+                  "features_key": extract.backbone_key(cfg.backbone, cfg.extract)}))
+"""
+
+
+def versions_in(src: Path, csv: Path) -> dict:
+    """code_version of prepare and extract, and the cache keys of prepared data and features that
+    the copy's stages compute, by a fresh process that imports the copy."""
+    script = KEYS
     env = {**os.environ, "PYTHONPATH": str(src)}
-    out = subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", script, str(csv), str(ROOT / "conf")], env=env, check=True, capture_output=True,
                          text=True, timeout=60).stdout
     result = json.loads(out)
     assert Path(result.pop("file")).is_relative_to(src)  # the copy, not the installed source
@@ -109,7 +121,9 @@ EDITS = {
 
 
 def test_code_version_follows_code_not_comments(tmp_path):
-    v = {name: versions_in(copy_tree(tmp_path / name.replace(" ", "_"), edits)) for name, edits in EDITS.items()}
+    topic_frame().to_csv(tmp_path / "topics.csv", index=False)  # one data file: only the code differs
+    v = {name: versions_in(copy_tree(tmp_path / name.replace(" ", "_"), edits), tmp_path / "topics.csv")
+         for name, edits in EDITS.items()}
     assert v["splits comment"] == v["original"]
     assert v["pooling comment"] == v["original"]
     assert v["splits code"]["prepare"] != v["original"]["prepare"]
@@ -117,3 +131,27 @@ def test_code_version_follows_code_not_comments(tmp_path):
     assert v["pooling code"]["extract"] != v["original"]["extract"]
     assert v["pooling code"]["prepare"] == v["original"]["prepare"]  # prepare never runs the encoder
     assert v["original"]["prepare"] == code_version("transferlab.stages.prepare")  # the copy is this tree
+    # ... and the caches' keys follow: a fix to splitting or pooling is a miss, never a stale hit
+    assert v["splits code"]["prepared_key"] != v["original"]["prepared_key"]
+    assert v["pooling code"]["features_key"] != v["original"]["features_key"]
+    assert v["splits comment"]["prepared_key"] == v["original"]["prepared_key"]
+
+
+def test_every_dvc_stage_depends_on_exactly_the_code_it_imports():
+    """dvc.yaml's code deps of each stage = the import closure of its module (repro.STAGE_MODULES),
+    plus the entry that runs it (cli.py -> repro.py): editing any module a stage runs reruns it."""
+    import yaml
+
+    from transferlab.repro import STAGE_MODULES
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert set(stages) == set(STAGE_MODULES)
+    for name, stage in stages.items():
+        listed = set()
+        for dep in (d for d in stage["deps"] if d.startswith("src/")):
+            path = ROOT / dep
+            assert path.exists(), f"{name}: {dep} does not exist"
+            listed |= {p.relative_to(ROOT) for p in path.rglob("*.py")} if path.is_dir() else {Path(dep)}
+        expected = {p.resolve().relative_to(ROOT) for p in closure_files(STAGE_MODULES[name])}
+        expected |= {Path("src/transferlab/cli.py"), Path("src/transferlab/repro.py")}
+        assert listed == expected, (name, sorted(map(str, expected - listed)), sorted(map(str, listed - expected)))

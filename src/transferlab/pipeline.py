@@ -20,7 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.atomic import atomic_path
-from transferlab.config import checked, compose
+from transferlab.config import CONF_DIR, checked, compose
 from transferlab.errors import TransferlabError
 from transferlab.features import FeatureCache, load_features
 from transferlab.stages import evaluate, extract, prepare, report, train
@@ -41,11 +41,13 @@ def sized(data: dict, size: int | float | str) -> dict:
     return {**data, "train_size": None if size == "all" else size}
 
 
-def cell_config(base: DictConfig, strategy: str, size: int | float | str, seed: int) -> DictConfig:
+def cell_config(base: DictConfig, strategy: str, size: int | float | str, seed: int,
+                conf_dir: Path = CONF_DIR) -> DictConfig:
     """The one rule for a cell's config: `base` (data, backbone, trainer, ... as the user composed
     them) with its strategy section replaced by conf/strategy/<strategy>.yaml + compare.overrides,
-    at this train size and seed; checked like any config."""
-    chosen = compose([f"strategy={strategy}", *base.compare.overrides]).strategy
+    at this train size and seed; checked like any config. `conf_dir`: the configs the user's run
+    composes (dvc: the repository's conf/; a flow script's Hydra app uses its own)."""
+    chosen = compose([f"strategy={strategy}", *base.compare.overrides], conf_dir).strategy
     cfg = OmegaConf.to_container(base, resolve=True)
     return checked({**cfg, "strategy": OmegaConf.to_container(chosen, resolve=True), "seed": seed,
                     "data": sized(cfg["data"], size)}, f"strategy={strategy}")
@@ -63,9 +65,9 @@ class Cell:
         return run_name(self.strategy, self.train_size, self.seed)
 
 
-def grid(base: DictConfig) -> list[Cell]:
+def grid(base: DictConfig, conf_dir: Path = CONF_DIR) -> list[Cell]:
     """compare.strategies x train_sizes x seeds, seeds outermost: the cells of one comparison."""
-    return [Cell(strategy, size, seed, cell_config(base, strategy, size, seed))
+    return [Cell(strategy, size, seed, cell_config(base, strategy, size, seed, conf_dir))
             for seed, size, strategy in product(base.compare.seeds, base.compare.train_sizes,
                                                 base.compare.strategies)]
 
@@ -200,9 +202,10 @@ def runs_dir(out_dir: Path) -> Path:
     return Path(out_dir) / "runs"
 
 
-def write_report(base: DictConfig, metrics_files: list[Path], out_dir: str | Path) -> dict:
+def write_report(base: DictConfig, metrics_files: list[Path], out_dir: str | Path,
+                 conf_dir: Path = CONF_DIR) -> dict:
     """The report stage over these runs, with the extraction cost of the grid's distinct inputs."""
-    cells = grid(base)
+    cells = grid(base, conf_dir)
     uses_features = [c for c in cells if resolve(c.cfg).needs_features]
     data_dirs = [prepared_dir(OmegaConf.to_container(c.cfg.data), c.seed, base.paths.cache_dir) for c in uses_features]
     extraction = extract.amortised_seconds(base.backbone, base.extract, data_dirs,

@@ -14,6 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 STAGES = ("prepare", "extract", "train", "evaluate", "compare", "report")
+CONF = Path("conf")  # dvc runs in the repository: its conf/, as `dvc exp run` composes it
 STAGE_MODULES = {"prepare": "transferlab.stages.prepare", "extract": "transferlab.stages.extract",
                  "train": "transferlab.stages.train", "evaluate": "transferlab.stages.evaluate",
                  "compare": "transferlab.pipeline", "report": "transferlab.pipeline"}
@@ -68,7 +69,7 @@ def compare(cfg: DictConfig, strategy: str, size: str, seed: int) -> None:
     from transferlab import pipeline
 
     size = size if size == "all" else (float(size) if "." in size else int(size))
-    cell = pipeline.cell_config(cfg, strategy, size, seed)
+    cell = pipeline.cell_config(cfg, strategy, size, seed, CONF)
     pipeline.run_cell(cell, artifact_dirs(cfg)["compare"] / pipeline.run_name(strategy, size, seed))
 
 
@@ -76,5 +77,5 @@ def report(cfg: DictConfig) -> None:
     from transferlab import pipeline
 
     dirs = artifact_dirs(cfg)
-    files = [dirs["compare"] / cell.name / "metrics.json" for cell in pipeline.grid(cfg)]
-    print(pipeline.write_report(cfg, files, dirs["report"])["recommendation"])
+    files = [dirs["compare"] / cell.name / "metrics.json" for cell in pipeline.grid(cfg, CONF)]
+    print(pipeline.write_report(cfg, files, dirs["report"], CONF)["recommendation"])
