@@ -1,4 +1,6 @@
-"""The Prefect flow as a user runs it: `python flows/adapt.py` with Hydra overrides, in real subprocesses."""
+"""The Prefect flow as a user runs it: `python flows/adapt.py` with Hydra overrides, in real
+subprocesses: an ephemeral or a real server, a damaged feature file under a cache hit, two flows
+starting at once on one fresh cache."""
 
 from __future__ import annotations
 
@@ -10,27 +12,31 @@ import urllib.request
 import pytest
 
 from conftest import PYTHON, ROOT, topic_frame
+from tiny_encoder import overrides as tiny
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
 
-def adapt(*overrides: str, ephemeral: bool = False) -> subprocess.CompletedProcess:
+def adapt(*overrides: str, ephemeral: bool = False, wait: bool = True):
     """ephemeral: no PREFECT_API_URL, so Prefect starts its own temporary server, as on a fresh machine."""
     env = {k: v for k, v in os.environ.items() if not (ephemeral and k == "PREFECT_API_URL")}
-    return subprocess.run([PYTHON, "flows/adapt.py", *overrides], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600, env=env)
+    command = [PYTHON, "flows/adapt.py", *overrides]
+    if not wait:
+        return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
 
 
 @pytest.fixture
 def data_overrides(tmp_path):
     topic_frame().to_csv(tmp_path / "topics.csv", index=False)
     return ["data=csv", f"data.path={tmp_path / 'topics.csv'}", "data.label_column=topic",
-            "backbone.max_length=32", f"paths.cache_dir={tmp_path / 'cache'}"]
+            f"paths.cache_dir={tmp_path / 'cache'}"]
 
 
 def test_run_dir_override_on_an_ephemeral_server(tmp_path, data_overrides):
-    """Multirun and the cache shared by its jobs: tests/test_sweeps.py."""
-    first = adapt(*data_overrides, "strategy=linear_probe", "strategy.max_epochs=20",
+    """The real MiniLM through the real flow on a fresh Prefect. Multirun and the cache shared by its
+    jobs: tests/test_sweeps.py."""
+    first = adapt(*data_overrides, "backbone.max_length=32", "strategy=linear_probe", "strategy.max_epochs=20",
                   f"hydra.run.dir={tmp_path / 'single'}", ephemeral=True)
     assert first.returncode == 0, first.stderr[-3000:]
     metrics = json.loads((tmp_path / "single" / "metrics.json").read_text())
@@ -46,9 +52,39 @@ def completed_flow_runs(api: str) -> int:
     return json.loads(urllib.request.urlopen(request, timeout=10).read())
 
 
-def test_flow_runs_against_a_prefect_server(tmp_path, data_overrides, prefect_api):
+def feature_files(cache):
+    return sorted((cache / "features").glob("*/*.safetensors"))
+
+
+def test_a_damaged_feature_file_under_a_prefect_cache_hit_is_rebuilt(tmp_path, data_overrides, prefect_api):
+    """Two flow runs on a real server. The second run's extract task would be a Prefect cache hit:
+    a feature file damaged since is detected (sha256) and rebuilt, not trusted."""
+    from transferlab.features import verified
+
     before = completed_flow_runs(prefect_api)
-    run = adapt(*data_overrides, "strategy.max_epochs=5", f"hydra.run.dir={tmp_path / 'run'}")
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert (tmp_path / "run" / "metrics.json").is_file()
-    assert completed_flow_runs(prefect_api) == before + 1
+    common = [*data_overrides, *tiny(), "strategy.max_epochs=5"]
+    assert adapt(*common, f"hydra.run.dir={tmp_path / 'first'}").returncode == 0
+    damaged = feature_files(tmp_path / "cache")[0]
+    intact = damaged.read_bytes()
+    damaged.write_bytes(intact[:-1] + bytes([intact[-1] ^ 0xFF]))
+    assert verified(damaged) is None
+    second = adapt(*common, f"hydra.run.dir={tmp_path / 'second'}")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert verified(damaged) is not None and damaged.read_bytes() == intact  # rebuilt, the same features
+    first, again = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("first", "second"))
+    assert again["test_accuracy"] == first["test_accuracy"]
+    assert completed_flow_runs(prefect_api) == before + 2
+
+
+def test_two_flows_at_once_on_one_fresh_cache_both_succeed_with_one_prepared_copy(tmp_path, data_overrides):
+    """Two `flows/adapt.py` processes started together: the prepare step's file lock makes one of
+    them prepare while the other waits, and both train on the same single copy."""
+    common = [*data_overrides, *tiny(), "strategy.max_epochs=3"]
+    runs = [adapt(*common, f"hydra.run.dir={tmp_path / name}", wait=False) for name in ("a", "b")]
+    for run in runs:
+        _, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err[-3000:]
+    prepared = [p for p in (tmp_path / "cache" / "prepared").iterdir() if p.is_dir()]
+    assert len(prepared) == 1 and (prepared[0] / "data_card.json").is_file()
+    a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("a", "b"))
+    assert a["test_accuracy"] == b["test_accuracy"] and a["train_size"] == b["train_size"]
