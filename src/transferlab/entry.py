@@ -41,6 +41,7 @@ def start(main: Callable[[], object], script: str) -> None:
     from transferlab.config import check_overrides
 
     configure_prefect(Path(script).resolve().parents[1])
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # the Optuna sweeper's set-up lines
     with exit_on_bad_input():
         check_overrides([a for a in sys.argv[1:] if not a.startswith("-") and "=" in a])
     main()

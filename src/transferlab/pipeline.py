@@ -104,15 +104,21 @@ def evaluate_step(data_dir: str, features_dir: str | None, run_dir: str) -> dict
 
 
 def record_failure(run_dir: Path, exc: BaseException, seconds: float) -> None:
-    """Appends the failure to run_dir/failures.jsonl and logs it as a warning."""
+    """Logs the failure as a warning and appends it to run_dir/failures.jsonl (when the folder can
+    be written: the failure may be that it cannot), never hiding the exception being handled."""
     where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "error": repr(exc), "seconds": round(seconds, 3),
+    error = f"{type(exc).__name__}: {exc}"
+    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "error": error, "seconds": round(seconds, 3),
              "at": f"{where.filename}:{where.lineno}" if where else None}
     path = run_dir / FAILURES
-    earlier = path.read_text() if path.is_file() else ""
-    with atomic_path(path) as tmp:
-        tmp.write_text(earlier + json.dumps(entry) + "\n")
-    log.warning("%s: training failed after %.1f s: %r (recorded in %s)", run_dir, seconds, exc, path)
+    log.warning("%s: training failed after %.1f s: %s (at %s; recorded in %s)", run_dir, seconds, error,
+                entry["at"], path)
+    try:
+        earlier = path.read_text() if path.is_file() else ""
+        with atomic_path(path) as tmp:
+            tmp.write_text(earlier + json.dumps(entry) + "\n")
+    except (OSError, TransferlabError):
+        log.warning("%s: the failure could not be recorded there", run_dir)
 
 
 def failures(run_dir: str | Path) -> list[dict]:

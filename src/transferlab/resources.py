@@ -88,6 +88,11 @@ class TrainClock(Callback):
         running = time.perf_counter() - self._start if self._start is not None else self._elapsed
         return max(self._from_ckpt, self._from_file) + running
 
+    @property
+    def earlier(self) -> float:
+        """The seconds of earlier attempts (0 for a fit that ran once)."""
+        return max(self._from_ckpt, self._from_file)
+
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
