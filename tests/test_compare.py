@@ -9,8 +9,10 @@ import subprocess
 
 import pandas as pd
 import pytest
+import yaml
 
 from conftest import PYTHON, ROOT, topic_frame
+from tiny_encoder import overrides as tiny
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
@@ -21,7 +23,7 @@ def test_two_strategies_two_sizes_on_two_dask_workers_make_a_report_whose_number
     topic_frame().to_csv(tmp_path / "topics.csv", index=False)
     out = tmp_path / "compare"
     done = subprocess.run([PYTHON, "flows/compare.py", "data=csv", f"data.path={tmp_path / 'topics.csv'}",
-                           "data.label_column=topic", "backbone.max_length=32", "strategy.max_epochs=2",
+                           "data.label_column=topic", *tiny(), "compare.overrides=['strategy.max_epochs=2']",
                            "compare.strategies=[linear_probe,finetune_full]", "compare.train_sizes=[12,all]",
                            "compare.seeds=[0]", "compare.task_runner=dask", "compare.workers=2",
                            f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={out}"],
@@ -31,8 +33,17 @@ def test_two_strategies_two_sizes_on_two_dask_workers_make_a_report_whose_number
 
     metrics = {p.parent.name: json.loads(p.read_text()) for p in (out / "runs").glob("*/metrics.json")}
     assert set(metrics) == {f"{s}-n{n}-s0" for s in ("linear_probe", "finetune_full") for n in (12, "all")}
-    for size in (12, "all"):  # identical splits: every strategy saw the same training rows
+    for size in (12, "all"):  # identical splits: every strategy saw the same training rows, in order
         assert metrics[f"linear_probe-n{size}-s0"]["train_size"] == metrics[f"finetune_full-n{size}-s0"]["train_size"]
+        seen = [yaml.safe_load((out / "runs" / f"{s}-n{size}-s0" / "config.yaml").read_text())
+                for s in ("linear_probe", "finetune_full")]
+        assert seen[0]["data"] == seen[1]["data"] and seen[0]["seed"] == seen[1]["seed"]
+        tested = [pd.read_csv(out / "runs" / f"{s}-n{size}-s0" / "predictions.csv")[["text", "actual"]]
+                  for s in ("linear_probe", "finetune_full")]
+        assert tested[0].equals(tested[1])  # the same test items, in the same order
+    assert yaml.safe_load((out / "runs" / "finetune_full-n12-s0" / "config.yaml").read_text())[
+        "strategy"]["max_epochs"] == 2  # compare.overrides reached the cell
+    assert same_training_rows(out, tmp_path / "cache")
 
     features = list((tmp_path / "cache" / "features").glob("*/meta.json"))
     embedded = [json.loads(p.read_text())["items_embedded"] for p in features]
@@ -49,6 +60,24 @@ def test_two_strategies_two_sizes_on_two_dask_workers_make_a_report_whose_number
     assert html.count("data:image/png;base64,") == 2 and 'id="seed-table"' in html
     assert re.search(r"Use transfer learning|Fine-tune|Up to \d+ labels", report)
     assert_renders_in_chromium(out / "report.html", tmp_path)
+
+
+def same_training_rows(out, cache) -> bool:
+    """Every run at a size and seed trained on the very same rows: the prepared split each run's
+    config resolves to (its content address) is one folder, and its train rows are identical."""
+    from omegaconf import OmegaConf
+
+    from transferlab.pipeline import prepared_dir
+
+    by_cell: dict = {}
+    for config in (out / "runs").glob("*/config.yaml"):
+        cfg = OmegaConf.load(config)
+        folder = prepared_dir(OmegaConf.to_container(cfg.data), cfg.seed, cache)
+        by_cell.setdefault((cfg.data.train_size, cfg.seed), set()).add(folder)
+    rows = {cell: pd.read_parquet(next(iter(folders)) / "train.parquet")["text"].tolist()
+            for cell, folders in by_cell.items()}
+    return all(len(folders) == 1 for folders in by_cell.values()) and len(rows[(12, 0)]) == 12 \
+        and set(rows[(12, 0)]) < set(rows[(None, 0)])
 
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from conftest import PYTHON, ROOT, topic_frame
+from tiny_encoder import overrides as tiny
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
@@ -37,7 +38,7 @@ def task_states(client, flow_run_id) -> dict[str, list[str]]:
     return states
 
 
-STAGES = ("prepare_task", "extract_task", "train_task", "evaluate_task")
+STAGES = ("prepare", "extract", "train", "evaluate")
 
 
 def completed_run(client, name: str, log) -> dict[str, list[str]]:
@@ -56,7 +57,7 @@ def test_served_compare_refreshes_its_report_reruns_nothing_unchanged_and_everyt
     out, log, name = tmp_path / "scheduled", tmp_path / "serve.log", f"nightly-{os.getpid()}"
     serve = subprocess.Popen(
         [PYTHON, "flows/serve.py", "data=csv", f"data.path={tmp_path / 'topics.csv'}", "data.label_column=topic",
-         "backbone.max_length=16", "compare.strategies=[linear_probe]", "compare.train_sizes=[12]",
+         *tiny(), "compare.strategies=[linear_probe]", "compare.train_sizes=[12]",
          f"paths.cache_dir={tmp_path / 'cache'}", f"schedule.name={name}", "schedule.cron=30 2 * * 1",
          f"schedule.out_dir={out}", f"hydra.run.dir={tmp_path / 'serve'}"],
         cwd=ROOT, env={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"},
@@ -67,7 +68,7 @@ def test_served_compare_refreshes_its_report_reruns_nothing_unchanged_and_everyt
             assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in deployment.schedules] == \
                 [("30 2 * * 1", "UTC", True)]
             assert deployment.parameters["out_dir"] == str(out)
-            assert list(deployment.parameters["configs"]) == ["linear_probe"]
+            assert deployment.parameters["cfg"]["compare"]["strategies"] == ["linear_probe"]
 
             completed_run(client, name, log)
             model = out / "runs" / "linear_probe-n12-s0" / "model.safetensors"
@@ -100,7 +101,10 @@ def test_served_compare_refreshes_its_report_reruns_nothing_unchanged_and_everyt
 def test_a_bad_schedule_fails_in_one_line_naming_the_key(key, value, message):
     from transferlab.config import checked, compose
     from transferlab.errors import ConfigError
-    from transferlab.orchestration import cron_schedule
+    from transferlab.entry import configure_prefect
+
+    configure_prefect(ROOT)
+    from transferlab.flows import cron_schedule
 
     cfg = checked(compose([f"schedule.{key}={value}"]), "test")
     with pytest.raises(ConfigError, match=message.replace("*", r"\*")) as err:

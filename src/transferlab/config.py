@@ -8,6 +8,7 @@ or a wrong type fails before any work starts.
 from __future__ import annotations
 
 import difflib
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -204,13 +205,22 @@ def check_overrides(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
     check_override_keys(overrides, conf_dir)
 
 
+@functools.lru_cache(maxsize=1)
+def override_parser():
+    """Hydra's override parser; building its grammar takes a while, so once per process."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create()
+
+
 def parsed(overrides: list[str]) -> list:
     """Hydra's own parse of command-line overrides; a syntax error in one line naming it."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
+    if not overrides:
+        return []
     try:
-        return OverridesParser.create().parse_overrides(overrides)
+        return override_parser().parse_overrides(list(overrides))
     except OverrideParseException as exc:
         raise ConfigError(f"overrides {' '.join(overrides)}: {first_line(exc)}") from None
 
@@ -404,12 +414,13 @@ def load_params(path: str | Path = "params.yaml") -> DictConfig:
     return checked(OmegaConf.load(path), str(path))
 
 
-def write_params(path: str | Path = "params.yaml", conf_dir: Path = CONF_DIR) -> None:
-    """Regenerate params.yaml from conf/'s defaults (what `dvc exp run` also does)."""
+def write_params(path: str | Path = "params.yaml", conf_dir: Path = CONF_DIR,
+                 overrides: list[str] | None = None) -> None:
+    """Regenerate params.yaml from conf/'s defaults, with `overrides` as `dvc exp run -S` gives them."""
     from transferlab.atomic import atomic_path
 
     with atomic_path(path) as tmp:
-        tmp.write_text(PARAMS_HEADER + OmegaConf.to_yaml(compose(conf_dir=conf_dir)))
+        tmp.write_text(PARAMS_HEADER + OmegaConf.to_yaml(compose(overrides, conf_dir=conf_dir)))
 
 
 PARAMS_HEADER = ("# Generated from conf/ (python -m transferlab.config); `dvc exp run` regenerates it.\n"

@@ -8,6 +8,8 @@ for the compare flow, dvc.yaml's matrix and the API."""
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import logging
 import time
@@ -47,10 +49,17 @@ def cell_config(base: DictConfig, strategy: str, size: int | float | str, seed: 
     them) with its strategy section replaced by conf/strategy/<strategy>.yaml + compare.overrides,
     at this train size and seed; checked like any config. `conf_dir`: the configs the user's run
     composes (dvc: the repository's conf/; a flow script's Hydra app uses its own)."""
-    chosen = compose([f"strategy={strategy}", *base.compare.overrides], conf_dir).strategy
+    chosen = strategy_section(strategy, tuple(base.compare.overrides), Path(conf_dir))
     cfg = OmegaConf.to_container(base, resolve=True)
-    return checked({**cfg, "strategy": OmegaConf.to_container(chosen, resolve=True), "seed": seed,
-                    "data": sized(cfg["data"], size)}, f"strategy={strategy}")
+    return checked({**cfg, "strategy": copy.deepcopy(chosen), "seed": seed, "data": sized(cfg["data"], size)},
+                   f"strategy={strategy}")
+
+
+@functools.lru_cache(maxsize=None)
+def strategy_section(strategy: str, overrides: tuple[str, ...], conf_dir: Path) -> dict:
+    """conf/strategy/<strategy>.yaml with the overrides, composed once per process (Hydra's compose
+    takes a while, and a grid asks for each strategy once per size and seed)."""
+    return OmegaConf.to_container(compose([f"strategy={strategy}", *overrides], conf_dir).strategy, resolve=True)
 
 
 @dataclass(frozen=True)

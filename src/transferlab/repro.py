@@ -65,12 +65,20 @@ def evaluate(cfg: DictConfig) -> None:
     stage.run(dirs["data"], features_entry(cfg), dirs["model"], dirs["eval"])
 
 
-def compare(cfg: DictConfig, strategy: str, size: str, seed: int) -> None:
+def matrix_cell(cfg: DictConfig, strategy: str, size: str, seed: int) -> tuple[DictConfig, Path]:
+    """One item of dvc.yaml's compare matrix, as its command line gives it: the cell's config (the
+    rule every front end uses) and its run folder."""
     from transferlab import pipeline
 
     size = size if size == "all" else (float(size) if "." in size else int(size))
     cell = pipeline.cell_config(cfg, strategy, size, seed, CONF)
-    pipeline.run_cell(cell, artifact_dirs(cfg)["compare"] / pipeline.run_name(strategy, size, seed))
+    return cell, artifact_dirs(cfg)["compare"] / pipeline.run_name(strategy, size, seed)
+
+
+def compare(cfg: DictConfig, strategy: str, size: str, seed: int) -> None:
+    from transferlab import pipeline
+
+    pipeline.run_cell(*matrix_cell(cfg, strategy, size, seed))
 
 
 def report(cfg: DictConfig) -> None:

@@ -1,0 +1,57 @@
+"""The one rule for a cell's config, as the compare flow and dvc.yaml's matrix each resolve it."""
+
+from __future__ import annotations
+
+import os
+
+import yaml
+from omegaconf import OmegaConf
+
+from conftest import ROOT, topic_frame
+
+USER = ["data.label_column=topic", "data.train_size=7", "compare.strategies=[linear_probe,lp_ft,finetune_full]",
+        "compare.train_sizes=[12,all]", "compare.seeds=[0,1]", "compare.overrides=['strategy.max_epochs=2']"]
+
+
+def flow_cells(overrides: list[str]) -> dict[str, dict]:
+    """As flows/compare.py resolves them: conf/ composed with the command line (Hydra), checked by
+    the entry point, the grid of transferlab.pipeline."""
+    from transferlab.config import compose
+    from transferlab.entry import comparison
+    from transferlab.pipeline import grid
+
+    base = comparison(compose(overrides), overrides)
+    return {cell.name: OmegaConf.to_container(cell.cfg) for cell in grid(base)}
+
+
+def dvc_cells(overrides: list[str], tmp_path) -> dict[str, dict]:
+    """As `dvc exp run -S ...` then dvc.yaml's compare matrix resolve them: params.yaml composed from
+    conf/ with the overrides, one matrix item per strategy x size x seed of params.yaml, each cell
+    from its command-line arguments (sizes as text, as DVC substitutes them) through transferlab.repro."""
+    from transferlab import repro
+    from transferlab.config import load_params, write_params
+
+    write_params(tmp_path / "params.yaml", overrides=overrides)
+    cfg = load_params(tmp_path / "params.yaml")
+    matrix = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["compare"]["matrix"]
+    values = {key: OmegaConf.select(cfg, ref.strip("${}")) for key, ref in matrix.items()}
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # dvc runs stages in the repository: its conf/
+    try:
+        cells = [repro.matrix_cell(cfg, s, str(n), int(seed))
+                 for s in values["strategy"] for n in values["size"] for seed in values["seed"]]
+    finally:
+        os.chdir(cwd)
+    return {run_dir.name: OmegaConf.to_container(cell) for cell, run_dir in cells}
+
+
+def test_the_compare_flow_and_the_dvc_matrix_resolve_identical_cells(tmp_path):
+    topic_frame().to_csv(tmp_path / "topics.csv", index=False)
+    overrides = ["data=csv", f"data.path={tmp_path / 'topics.csv'}", *USER]
+    flow, dvc = flow_cells(overrides), dvc_cells(overrides, tmp_path)
+    assert len(flow) == 12 and flow == dvc
+    for name, cfg in flow.items():
+        assert cfg["strategy"]["max_epochs"] == 2  # compare.overrides, in every cell of both
+        assert cfg["data"]["train_size"] == (None if "-nall-" in name else 12)  # data.train_size=7: the grid's sizes win
+    assert flow["lp_ft-n12-s1"]["strategy"]["probe"]["name"] == "linear_probe"
+    assert flow["lp_ft-n12-s1"]["strategy"]["probe"]["max_epochs"] == 100  # overrides set the cell's strategy, not its probe
