@@ -155,3 +155,14 @@ def test_every_dvc_stage_depends_on_exactly_the_code_it_imports():
         expected = {p.resolve().relative_to(ROOT) for p in closure_files(STAGE_MODULES[name])}
         expected |= {Path("src/transferlab/cli.py"), Path("src/transferlab/repro.py")}
         assert listed == expected, (name, sorted(map(str, expected - listed)), sorted(map(str, listed - expected)))
+
+
+def test_no_stage_imports_another_stage_and_models_are_rebuilt_in_one_place():
+    stages = [f"transferlab.stages.{p.stem}" for p in (PACKAGE / "stages").glob("*.py") if p.stem != "__init__"]
+    assert len(stages) == 5
+    for stage in stages:
+        others = [m for m in import_closure(stage) if m.startswith("transferlab.stages.") and m != stage]
+        assert others == [], (stage, others)
+    for user in ("transferlab.stages.evaluate", "transferlab.predict", "transferlab.export"):
+        assert "transferlab.models" in import_closure(user)
+    assert "transferlab.pipeline" not in import_closure("transferlab.models")  # the core builds on it, not the reverse
