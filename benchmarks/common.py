@@ -74,9 +74,13 @@ def texts(source: str, n: int) -> list[str]:
 
 
 def prepared(*overrides: str):
-    """A composed config and its prepared splits + cached features (under .cache/benchmarks)."""
-    from transferlab.stages import extract, prepare
+    """A composed config and its prepared splits + cached features (under .cache/benchmarks), through
+    the pipeline's prepare and extract steps, as every front end gets them."""
+    from omegaconf import OmegaConf
+
+    from transferlab import pipeline
 
     cfg = config(*overrides, f"paths.cache_dir={CACHE}")
-    data_dir = prepare.cached(cfg.data, cfg.seed, CACHE)
-    return cfg, data_dir, extract.run(cfg.backbone, cfg.extract, data_dir, CACHE / "features")
+    c = OmegaConf.to_container(cfg, resolve=True)
+    data_dir = pipeline.prepare_step(c["data"], cfg.seed, str(CACHE))
+    return cfg, Path(data_dir), Path(pipeline.extract_step(c["backbone"], c["extract"], data_dir, str(CACHE)))

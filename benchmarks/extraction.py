@@ -15,12 +15,12 @@ def measure(n_tweets: int = 1000, n_articles: int = 200) -> list[Figure]:
     from sentence_transformers import SentenceTransformer
 
     from transferlab.backbones import build_backbone
-    from transferlab.stages.extract import features_of
-    from transferlab.strategies import freeze_backbone
+    from transferlab.inference import features_of
+    from transferlab.strategy import freeze
 
     cfg = config()
     model = build_backbone(cfg.backbone)
-    freeze_backbone(model)
+    freeze(model)
     st = SentenceTransformer(model.model.name_or_path, device="cpu")
     st.max_seq_length = cfg.backbone.max_length
     figures = []
@@ -30,7 +30,7 @@ def measure(n_tweets: int = 1000, n_articles: int = 200) -> list[Figure]:
                 items = items[:BF16_TEXTS]
             (base_s, reference), (ours_s, ours) = best_of([
                 lambda: st.encode(items, batch_size=BATCH, convert_to_tensor=True, normalize_embeddings=True),
-                lambda: features_of(model, items, BATCH, precision)], repeats=3 if precision == "fp32" else 1)
+                lambda: features_of(model, items, BATCH, precision, progress=False)], repeats=3 if precision == "fp32" else 1)
             cosine = torch.nn.functional.cosine_similarity(ours.float(), reference.float()).min().item()
             figures.append(Figure(f"extraction {name} {precision} (texts/s)", len(items) / ours_s,
                                   len(items) / base_s, "texts/s", base_s / ours_s, goal,

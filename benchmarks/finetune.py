@@ -15,11 +15,12 @@ EPOCHS = 1
 
 def lightning_fit(cfg, data_dir) -> int:
     from transferlab.data.datamodules import InputDataModule
-    from transferlab.stages.finetune import build_module
+    from transferlab.models import build
+    from transferlab.strategy import resolve
 
     L.seed_everything(0, verbose=False)
-    module = build_module(cfg, 3)
-    datamodule = InputDataModule(data_dir, module.backbone, cfg.strategy.batch_size)
+    module = build(cfg, 3)
+    datamodule = InputDataModule(data_dir, module.backbone, resolve(cfg).budget.batch_size)
     datamodule.setup()
     trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=EPOCHS, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
@@ -31,15 +32,17 @@ def lightning_fit(cfg, data_dir) -> int:
 def plain_loop(cfg, data_dir) -> int:
     """What a user writes by hand: shuffled batches, forward, loss, backward, step."""
     from transferlab.data.datamodules import InputDataModule
-    from transferlab.stages.finetune import build_module
+    from transferlab.models import build
+    from transferlab.strategy import resolve
 
     torch.manual_seed(0)
-    module = build_module(cfg, 3)
-    dataset = InputDataModule(data_dir, module.backbone, cfg.strategy.batch_size)
+    strategy = resolve(cfg)
+    module = build(cfg, 3)
+    dataset = InputDataModule(data_dir, module.backbone, strategy.budget.batch_size)
     dataset.setup()
     train = dataset.sets["train"]
-    loader = DataLoader(train, batch_size=cfg.strategy.batch_size, shuffle=True, collate_fn=train.collate)
-    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=cfg.strategy.lr)
+    loader = DataLoader(train, batch_size=strategy.budget.batch_size, shuffle=True, collate_fn=train.collate)
+    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=strategy.lr)
     module.train()
     bf16 = cfg.trainer.precision.startswith("bf16")
     for _ in range(EPOCHS):
@@ -54,6 +57,8 @@ def plain_loop(cfg, data_dir) -> int:
 
 
 def measure() -> list[Figure]:
+    from transferlab.strategy import resolve
+
     figures = []
     for precision, train_size in (("32-true", 256), ("bf16-mixed", 64)):  # bf16: fewer if emulated
         cfg, data_dir, _ = prepared("data=tweet_sentiment", f"data.train_size={train_size}", "data.limit=4000",
@@ -64,6 +69,6 @@ def measure() -> list[Figure]:
                                             repeats=2 if precision == "32-true" else 1)
         figures.append(Figure(f"fine-tuning {precision} (samples/s)", n / ours_s, n / plain_s, "samples/s",
                               plain_s / ours_s, ">= 0.95x",
-                              f"MiniLM full fine-tune, {n} tweets x {EPOCHS} epoch, batch {cfg.strategy.batch_size}; "
+                              f"MiniLM full fine-tune, {n} tweets x {EPOCHS} epoch, batch {resolve(cfg).budget.batch_size}; "
                               "ours draws length-bucketed batches, the plain loop shuffles"))
     return figures

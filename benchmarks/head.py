@@ -14,8 +14,9 @@ from common import Figure, best_of, prepared
 
 def measure(limit: int = 8000) -> list[Figure]:
     from transferlab.data.datamodules import labels_of
-    from transferlab.stages import evaluate, train_head
-    from transferlab.stages.train_head import load_features
+    from transferlab.features import load_features
+    from transferlab.stages import evaluate
+    from transferlab.training import fit
 
     cfg, data_dir, features = prepared("data=tweet_sentiment", "data.train_size=null", f"data.limit={limit}",
                                        "trainer.enable_progress_bar=false")
@@ -24,8 +25,8 @@ def measure(limit: int = 8000) -> list[Figure]:
     with tempfile.TemporaryDirectory() as run_dir:
         (base_s, sklearn), (ours_s, _) = best_of([
             lambda: LogisticRegression(max_iter=1000).fit(x["train"], y["train"]),
-            lambda: train_head.run(cfg, data_dir, features, run_dir)], repeats=3)
-        ours_acc = evaluate.run(cfg, data_dir, features, Path(run_dir), Path(run_dir))["test_accuracy"]
+            lambda: fit(cfg, data_dir, features, Path(run_dir))], repeats=3)  # the train stage's fit
+        ours_acc = evaluate.run(data_dir, features, run_dir, run_dir)["test_accuracy"]
     base_acc = float(np.mean(sklearn.predict(x["test"]) == y["test"]))
     note = (f"{len(y['train'])} tweets x 384 features; test accuracy ours {100 * ours_acc:.1f} vs "
             f"scikit-learn {100 * base_acc:.1f} ({100 * (ours_acc - base_acc):+.1f} points)")

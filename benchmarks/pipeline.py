@@ -33,9 +33,9 @@ def small_repo(repo: Path) -> None:
     conf = repo / "conf"
     (conf / "data" / "bbc_news.yaml").write_text((conf / "data" / "bbc_news.yaml").read_text()
                                                  .replace("limit: null", "limit: 300"))
-    (conf / "compare" / "default.yaml").write_text(yaml.safe_dump({
-        "strategies": ["linear_probe", "mlp_head"], "train_sizes": [50, 100], "seeds": [0],
-        "workers": 1, "tie_margin": 0.005}))
+    compare = yaml.safe_load((conf / "compare" / "default.yaml").read_text())  # every key, the grid changed
+    compare.update(strategies=["linear_probe", "mlp_head"], train_sizes=[50, 100], seeds=[0], workers=1)
+    (conf / "compare" / "default.yaml").write_text(yaml.safe_dump(compare))
     write_params(repo / "params.yaml", conf_dir=conf)
     for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "b@b"], ["git", "config", "user.name", "b"]):
         subprocess.run(cmd, cwd=repo, check=True)

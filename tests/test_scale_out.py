@@ -1,5 +1,6 @@
-"""Scale-out and logs: 2-process DDP fine-tuning on CPU through the real flow, the GPU trainer
-config, the Lightning loggers (each a real short fit), and a console without library banners."""
+"""Scale-out and logs: 2-process DDP fine-tuning on CPU through the real flow (the real MiniLM: it
+checks the trained model too), the GPU trainer config, the Lightning loggers (each a real short
+cell through transferlab.pipeline, on the tiny encoder), and a console without library banners."""
 
 from __future__ import annotations
 
@@ -15,9 +16,8 @@ from safetensors.torch import load_file
 
 from transferlab.config import LOGGERS, checked, compose
 from transferlab.errors import ConfigError
-from transferlab.stages import extract, prepare, train
 
-from conftest import PYTHON, ROOT, topic_frame
+from conftest import PYTHON, ROOT, run_cell, topic_config, topic_frame
 
 # Lines a quiet run must not print: Lightning's device banners, DDP set-up, tips, MLflow's DB set-up.
 BANNERS = ("GPU available", "TPU available", "LOCAL_RANK", "Initializing distributed", "distributed_backend",
@@ -60,20 +60,14 @@ def test_ddp_fine_tuning_trains_in_two_processes_each_on_half_the_batches(tmp_pa
 
 @pytest.fixture(scope="module")
 def cached_features(tmp_path_factory):
-    """Prepared topic splits and their MiniLM features, shared by the head-training fits below."""
-    root = tmp_path_factory.mktemp("features")
-    topic_frame().to_csv(root / "topics.csv", index=False)
-    overrides = ["data=csv", f"data.path={root / 'topics.csv'}", "data.label_column=topic", "backbone.max_length=32",
-                 "trainer.enable_progress_bar=false", "strategy=linear_probe", "strategy.max_epochs=5"]
-    cfg = checked(compose(overrides), "test")
-    data = prepare.run(cfg.data, cfg.seed, root / "data")
-    return overrides, data, extract.run(cfg.backbone, cfg.extract, data, root / "features")
+    """A cache (prepared topic splits, tiny-encoder features) shared by the head-training cells below."""
+    return tmp_path_factory.mktemp("features")
 
 
 def train_head(cached_features, run_dir, *overrides: str) -> dict:
-    base, data, features = cached_features
-    cfg = checked(compose([*base, *overrides]), "test")
-    train.run(cfg, data, features, run_dir)
+    """A linear-probe cell through the pipeline on the module's cache: its model card."""
+    cfg = topic_config(cached_features, "strategy=linear_probe", "strategy.max_epochs=5", *overrides)
+    run_cell(cfg, run_dir)
     return json.loads((run_dir / "model.json").read_text())
 
 

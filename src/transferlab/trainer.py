@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 from transferlab.atomic import atomic_path, write_json
 from transferlab.checkpoints import check_fits, load_checkpoint
 from transferlab.progress import progress_callbacks
+from transferlab.resources import TrainClock
 from transferlab.strategy import Strategy
 
 
@@ -60,10 +61,14 @@ class FitSummary(L.Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
+            clocks = [c for c in trainer.callbacks if isinstance(c, TrainClock)]
             write_json(self.path, {
                 "epochs": trainer.current_epoch, "global_step": trainer.global_step,
                 "world_size": trainer.world_size,
-                "trainable": [n for n, p in pl_module.named_parameters() if p.requires_grad]})
+                "trainable": [n for n, p in pl_module.named_parameters() if p.requires_grad],
+                # the clock runs where the fit runs (ddp_spawn: rank 0's child process)
+                **({"train_seconds": clocks[0].seconds, "earlier_attempts_seconds": clocks[0].earlier}
+                   if clocks else {})})
 
 
 def fit_summary(module: L.LightningModule, run_dir: Path) -> dict:

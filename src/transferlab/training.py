@@ -78,6 +78,7 @@ def fit_finetune(cfg: DictConfig, strategy: Strategy, data_dir: Path, features_d
     trainable, total = count_parameters(module)  # after fit: gradual unfreezing's final count
     trained = [n for n, g in module.backbone.layer_groups() if any(p.requires_grad for p in g.parameters())]
     resumed = {"resumed_after_epoch": resume[1]} if resume else {}
-    resumed |= {"earlier_attempts_seconds": round(clock.earlier, 3)} if clock.earlier else {}
-    return write_model_card(model_dir, cfg, strategy, labels, module.backbone.feature_dim, meter, clock.seconds,
+    earlier = fit.pop("earlier_attempts_seconds")
+    resumed |= {"earlier_attempts_seconds": round(earlier, 3)} if earlier else {}
+    return write_model_card(model_dir, cfg, strategy, labels, module.backbone.feature_dim, meter, fit.pop("train_seconds"),
                             fit, trained, trainable_params=trainable, total_params=total, **resumed)

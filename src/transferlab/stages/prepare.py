@@ -10,14 +10,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from transferlab.atomic import atomic_path
 from transferlab.data import sources
-from transferlab.data.splits import data_card, split
+from transferlab.data.splits import Splits, data_card, split
 from transferlab.features import content_key
 from transferlab.provenance import code_version
 
 
 def run(data: DictConfig, seed: int, out_dir: str | Path) -> Path:
     """Writes the whole directory at once (temp dir + rename): complete or absent."""
-    splits = split(sources.load(data), data, seed)
+    return write(split(sources.load(data), data, seed), out_dir)
+
+
+def write(splits: Splits, out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
@@ -44,6 +47,7 @@ def cached(data: DictConfig, seed: int, cache_root: str | Path) -> Path:
     out_dir = cache_dir(data, seed, cache_root)
     if (out_dir / "data_card.json").is_file():
         return out_dir
+    splits = split(sources.load(data), data, seed)  # bad data stops here, before the cache is touched
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out_dir.parent / f"{out_dir.name}.lock")):
-        return out_dir if (out_dir / "data_card.json").is_file() else run(data, seed, out_dir)
+        return out_dir if (out_dir / "data_card.json").is_file() else write(splits, out_dir)
