@@ -14,6 +14,10 @@ import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# One intra-op thread per process: the suite runs in 2 xdist workers on 2 cores, and the flows and
+# dvc stages it starts inherit this; two threads each that wait on each other made small fits 3-5x
+# slower. Set before torch is imported (it reads it once).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("PREFECT_HOME", str(ROOT / ".prefect"))

@@ -111,7 +111,6 @@ class Strategy:
             from transferlab.lora import inject_lora
 
             inject_lora(backbone, self.lora)
-            backbone.requires_grad_(True)
             backbone.train()
 
     def param_groups(self, backbone: Backbone, head: nn.Module) -> list[dict]:
