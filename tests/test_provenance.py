@@ -83,29 +83,53 @@ def copy_tree(dest: Path, edits: dict[str, tuple[str, str]]) -> Path:
     return package.parent
 
 
-KEYS = """
-import json, sys
-import transferlab.provenance as p
-from transferlab.config import checked, compose
-from transferlab.stages import extract, prepare
-cfg = checked(compose(["data=csv", "data.path=" + sys.argv[1], "data.label_column=topic"], sys.argv[2]), "test")
+VERSIONS = """
+import json, transferlab.provenance as p
 print(json.dumps({"file": p.__file__, "prepare": p.code_version("transferlab.stages.prepare"),
-                  "extract": p.code_version("transferlab.stages.extract"),
-                  "prepared_key": prepare.cache_dir(cfg.data, 0, "cache").name,
-                  "features_key": extract.backbone_key(cfg.backbone, cfg.extract)}))
+                  "extract": p.code_version("transferlab.stages.extract")}))
+"""
+KEY = """
+import json, sys
+from transferlab.config import checked, compose
+cfg = checked(compose(["data=csv", "data.path=" + sys.argv[1], "data.label_column=topic"], sys.argv[2]), "test")
+if sys.argv[3] == "prepared_key":
+    from transferlab.stages.prepare import cache_dir
+    print(json.dumps(cache_dir(cfg.data, 0, "cache").name))
+else:
+    from transferlab.stages.extract import backbone_key
+    print(json.dumps(backbone_key(cfg.backbone, cfg.extract)))
 """
 
 
-def versions_in(src: Path, csv: Path) -> dict:
-    """code_version of prepare and extract, and the cache keys of prepared data and features that
-    the copy's stages compute, by a fresh process that imports the copy."""
-    script = KEYS
+def in_copy(src: Path, script: str, *args: str):
+    """What `script` prints (JSON) in a fresh process that imports the copy under `src`."""
     env = {**os.environ, "PYTHONPATH": str(src)}
-    out = subprocess.run([sys.executable, "-c", script, str(csv), str(ROOT / "conf")], env=env, check=True, capture_output=True,
-                         text=True, timeout=60).stdout
-    result = json.loads(out)
+    out = subprocess.run([sys.executable, "-c", script, *args], env=env, check=True, capture_output=True,
+                         text=True, timeout=120).stdout
+    return json.loads(out)
+
+
+def versions_in(src: Path) -> dict:
+    """code_version of prepare and extract in the copy (no torch imported: quick)."""
+    result = in_copy(src, VERSIONS)
     assert Path(result.pop("file")).is_relative_to(src)  # the copy, not the installed source
     return result
+
+
+def key_in(src: Path, csv: Path, which: str) -> str:
+    """The cache key the copy's stage computes: `prepared_key` (splits) or `features_key` (the
+    features' item store)."""
+    return in_copy(src, KEY, str(csv), str(ROOT / "conf"), which)
+
+
+def keys_here(csv: Path) -> dict:
+    from transferlab.config import checked, compose
+    from transferlab.stages.extract import backbone_key
+    from transferlab.stages.prepare import cache_dir
+
+    cfg = checked(compose(["data=csv", f"data.path={csv}", "data.label_column=topic"]), "test")
+    return {"prepared_key": cache_dir(cfg.data, 0, "cache").name,
+            "features_key": backbone_key(cfg.backbone, cfg.extract)}
 
 
 SPLITS_DOC = '"""Cleaning and stratified splitting'
@@ -121,9 +145,8 @@ EDITS = {
 
 
 def test_code_version_follows_code_not_comments(tmp_path):
-    topic_frame().to_csv(tmp_path / "topics.csv", index=False)  # one data file: only the code differs
-    v = {name: versions_in(copy_tree(tmp_path / name.replace(" ", "_"), edits), tmp_path / "topics.csv")
-         for name, edits in EDITS.items()}
+    copies = {name: copy_tree(tmp_path / name.replace(" ", "_"), edits) for name, edits in EDITS.items()}
+    v = {name: versions_in(src) for name, src in copies.items()}
     assert v["splits comment"] == v["original"]
     assert v["pooling comment"] == v["original"]
     assert v["splits code"]["prepare"] != v["original"]["prepare"]
@@ -132,9 +155,11 @@ def test_code_version_follows_code_not_comments(tmp_path):
     assert v["pooling code"]["prepare"] == v["original"]["prepare"]  # prepare never runs the encoder
     assert v["original"]["prepare"] == code_version("transferlab.stages.prepare")  # the copy is this tree
     # ... and the caches' keys follow: a fix to splitting or pooling is a miss, never a stale hit
-    assert v["splits code"]["prepared_key"] != v["original"]["prepared_key"]
-    assert v["pooling code"]["features_key"] != v["original"]["features_key"]
-    assert v["splits comment"]["prepared_key"] == v["original"]["prepared_key"]
+    topic_frame().to_csv(tmp_path / "topics.csv", index=False)  # one data file: only the code differs
+    here = keys_here(tmp_path / "topics.csv")
+    assert key_in(copies["original"], tmp_path / "topics.csv", "prepared_key") == here["prepared_key"]
+    assert key_in(copies["splits code"], tmp_path / "topics.csv", "prepared_key") != here["prepared_key"]
+    assert key_in(copies["pooling code"], tmp_path / "topics.csv", "features_key") != here["features_key"]
 
 
 def test_every_dvc_stage_depends_on_exactly_the_code_it_imports():
