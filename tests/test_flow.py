@@ -56,29 +56,15 @@ def feature_files(cache):
     return sorted((cache / "features").glob("*/*.safetensors"))
 
 
-def test_a_damaged_feature_file_under_a_prefect_cache_hit_is_rebuilt(tmp_path, data_overrides, prefect_api):
-    """Two flow runs on a real server. The second run's extract task would be a Prefect cache hit:
-    a feature file damaged since is detected (sha256) and rebuilt, not trusted."""
+def test_two_flows_at_once_share_one_prepared_copy_and_a_damaged_feature_file_under_a_cache_hit_is_rebuilt(
+        tmp_path, data_overrides, prefect_api):
+    """Two `flows/adapt.py` processes started together on one fresh cache: the prepare step's file
+    lock makes one of them prepare while the other waits, and both train on the same single copy.
+    Then a third run, whose extract task would be a Prefect cache hit: a feature file damaged since
+    is detected (sha256) and rebuilt, not trusted."""
     from transferlab.features import verified
 
     before = completed_flow_runs(prefect_api)
-    common = [*data_overrides, *tiny(), "strategy.max_epochs=5"]
-    assert adapt(*common, f"hydra.run.dir={tmp_path / 'first'}").returncode == 0
-    damaged = feature_files(tmp_path / "cache")[0]
-    intact = damaged.read_bytes()
-    damaged.write_bytes(intact[:-1] + bytes([intact[-1] ^ 0xFF]))
-    assert verified(damaged) is None
-    second = adapt(*common, f"hydra.run.dir={tmp_path / 'second'}")
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert verified(damaged) is not None and damaged.read_bytes() == intact  # rebuilt, the same features
-    first, again = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("first", "second"))
-    assert again["test_accuracy"] == first["test_accuracy"]
-    assert completed_flow_runs(prefect_api) == before + 2
-
-
-def test_two_flows_at_once_on_one_fresh_cache_both_succeed_with_one_prepared_copy(tmp_path, data_overrides):
-    """Two `flows/adapt.py` processes started together: the prepare step's file lock makes one of
-    them prepare while the other waits, and both train on the same single copy."""
     common = [*data_overrides, *tiny(), "strategy.max_epochs=3"]
     runs = [adapt(*common, f"hydra.run.dir={tmp_path / name}", wait=False) for name in ("a", "b")]
     for run in runs:
@@ -88,3 +74,13 @@ def test_two_flows_at_once_on_one_fresh_cache_both_succeed_with_one_prepared_cop
     assert len(prepared) == 1 and (prepared[0] / "data_card.json").is_file()
     a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("a", "b"))
     assert a["test_accuracy"] == b["test_accuracy"] and a["train_size"] == b["train_size"]
+
+    damaged = feature_files(tmp_path / "cache")[0]
+    intact = damaged.read_bytes()
+    damaged.write_bytes(intact[:-1] + bytes([intact[-1] ^ 0xFF]))
+    assert verified(damaged) is None
+    again = adapt(*common, f"hydra.run.dir={tmp_path / 'again'}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert verified(damaged) is not None and damaged.read_bytes() == intact  # rebuilt, the same features
+    assert json.loads((tmp_path / "again" / "metrics.json").read_text())["test_accuracy"] == a["test_accuracy"]
+    assert completed_flow_runs(prefect_api) == before + 3
