@@ -12,7 +12,7 @@ from pathlib import Path
 from common import ROOT, Figure
 
 DATA = ["data=bbc_news", "data.train_size=200", "trainer.enable_progress_bar=false"]
-DECAYS = "0,1e-6,1e-5,1e-4,1e-3,1e-2,1e-1,1"
+DECAYS = "0.001,0.01,0.1,1,10,100,1000,10000"
 
 
 def adapt(*args: str) -> float:
@@ -28,9 +28,9 @@ def measure() -> list[Figure]:
         tmp = Path(tmp)
         one = adapt(f"paths.cache_dir={tmp / 'one'}", f"hydra.run.dir={tmp / 'run1'}")
         again = adapt(f"paths.cache_dir={tmp / 'one'}", f"hydra.run.dir={tmp / 'run2'}")
-        sweep = adapt("-m", f"strategy.weight_decay={DECAYS}", f"paths.cache_dir={tmp / 'sweep'}",
+        sweep = adapt("-m", f"strategy.C={DECAYS}", f"paths.cache_dir={tmp / 'sweep'}",
                       f"hydra.sweep.dir={tmp / 'sweep_runs'}")
     return [Figure("8-config head sweep vs 1 config (wall s)", sweep, one, "s", sweep / one, "<= 1.5x",
-                   "python flows/adapt.py -m strategy.weight_decay=<8 values>, BBC 200 labels, cold caches"),
+                   "python flows/adapt.py -m strategy.C=<8 values>, BBC 200 labels, cold caches"),
             Figure("flow rerun with prepare+extract cached vs first run (wall s)", again, one, "s", again / one, "",
                    "the same command twice; the head retrains (it is cheap), the rest is cached")]

@@ -91,6 +91,16 @@ def prefect_api(tmp_path_factory) -> str:
     server.wait(timeout=30)
 
 
+# Tests of logic train for the epochs they name: no fair-budget minimum of optimiser steps, and a
+# validation every epoch (conf/strategy/finetune_full.yaml's min_steps and val_every_n_steps).
+QUICK_BUDGET = ("strategy.min_steps=0", "strategy.val_every_n_steps=1")
+
+
+def quick_compare(*overrides: str) -> str:
+    """`compare.overrides=[...]` of `overrides` and QUICK_BUDGET, for every cell of a comparison."""
+    return "compare.overrides=[" + ",".join(f"'{o}'" for o in (*overrides, *QUICK_BUDGET)) + "]"
+
+
 def topic_config(root: Path, *overrides: str, tiny: bool = True):
     """A checked config on the topic data (written to root/topics.csv), its caches under root/cache;
     on the tiny randomly initialised encoder unless `tiny=False` (the real MiniLM, at 32 tokens)."""

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import PYTHON, ROOT, topic_frame
+from conftest import PYTHON, QUICK_BUDGET, ROOT, topic_frame
 from omegaconf import OmegaConf
 from PIL import Image
 from safetensors.torch import load_file, save_file
@@ -185,7 +185,7 @@ def resume_from_another_config(tmp: Path):
     ckpt = tmp / "in" / "run" / "checkpoints" / "last.ckpt"
     ckpt.parent.mkdir(parents=True)
     torch.save({"epoch": 0, "state_dict": head(5, 384)}, ckpt)
-    cfg = topics_cfg("strategy=finetune_last_n", "strategy.max_epochs=1")
+    cfg = topics_cfg("strategy=finetune_last_n", "strategy.max_epochs=1", *QUICK_BUDGET)
     return (lambda: train.run(cfg, tmp / "prepared", None, ckpt.parents[1])), str(ckpt)
 
 

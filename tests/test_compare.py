@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import PYTHON, ROOT, topic_frame
+from conftest import PYTHON, ROOT, QUICK_BUDGET, quick_compare, topic_frame
 from tiny_encoder import overrides as tiny
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
@@ -23,7 +23,7 @@ def test_two_strategies_two_sizes_on_two_dask_workers_make_a_report_whose_number
     topic_frame().to_csv(tmp_path / "topics.csv", index=False)
     out = tmp_path / "compare"
     done = subprocess.run([PYTHON, "flows/compare.py", "data=csv", f"data.path={tmp_path / 'topics.csv'}",
-                           "data.label_column=topic", *tiny(), "compare.overrides=['strategy.max_epochs=2']",
+                           "data.label_column=topic", *tiny(), quick_compare("strategy.max_epochs=2"),
                            "compare.strategies=[linear_probe,finetune_full]", "compare.train_sizes=[12,all]",
                            "compare.seeds=[0]", "compare.task_runner=dask", "compare.workers=2",
                            f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={out}"],

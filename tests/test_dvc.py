@@ -22,7 +22,7 @@ from dvc.repo import Repo
 
 from transferlab.config import write_params
 
-from conftest import PYTHON, ROOT, topic_frame
+from conftest import PYTHON, QUICK_BUDGET, ROOT, topic_frame
 from tiny_encoder import tiny_encoder
 
 pytestmark = pytest.mark.slow
@@ -62,7 +62,7 @@ def repo(tmp_path):
         "name": "hf_encoder", "model": str(tiny_encoder()), "max_length": 32}))
     (repo / "conf" / "compare" / "default.yaml").write_text(yaml.safe_dump({
         "strategies": ["linear_probe", "finetune_last_n"], "train_sizes": [12], "seeds": [0],
-        "workers": 1, "tie_margin": 0.005, "overrides": ["strategy.max_epochs=2"]}))
+        "workers": 1, "tie_margin": 0.005, "overrides": ["strategy.max_epochs=2", *QUICK_BUDGET]}))
     write_params(repo / "params.yaml", conf_dir=repo / "conf")
     for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@t"], ["git", "config", "user.name", "t"]):
         subprocess.run(cmd, cwd=repo, check=True)
@@ -129,7 +129,7 @@ def assert_queued_grid(repo):
     one queued experiment each. Each runs in a temporary copy of the workspace, and only the stages the
     changed parameters feed run there: the comparison is not recomputed (it would have to extract its
     features again, as the gitignored paths.cache_dir is absent from the copy)."""
-    out = dvc(repo, "exp", "run", "--queue", "-S", "strategy.lr=0.05,0.2", "-S", "strategy.max_epochs=3")
+    out = dvc(repo, "exp", "run", "--queue", "-S", "strategy.C=0.1,10", "-S", "strategy.max_epochs=3")
     queued = re.findall(r"Queued experiment '([\w-]+)'", out)
     assert len(queued) == 2
     status = run_queue(repo)
@@ -139,12 +139,12 @@ def assert_queued_grid(repo):
     shown = dvc(repo, "exp", "show", "--csv")
     assert "linear_probe.n12.test_accuracy" in shown  # the comparison's summary, carried into each experiment
     rows = {row["Experiment"]: row for row in csv.DictReader(io.StringIO(shown))}
-    for name, lr in zip(queued, (0.05, 0.2)):
+    for name, c in zip(queued, (0.1, 10.0)):
         row = rows[name]
-        assert (float(row["strategy.lr"]), row["strategy.max_epochs"], row["epochs"]) == (lr, "3", "3")
+        assert (float(row["strategy.C"]), row["strategy.max_epochs"]) == (c, "3") and 1 <= int(row["epochs"]) <= 3
         assert 0 <= float(row["val_accuracy"]) <= 1
         trained = yaml.safe_load(dvc_read("artifacts/model/config.yaml", repo=str(repo), rev=name))
-        assert trained["strategy"]["lr"] == lr  # the override reached the stage code
+        assert trained["strategy"]["C"] == c  # the override reached the stage code
 
 
 def sha256s(repo: Path, outs: list[str]) -> dict[str, str]:

@@ -7,10 +7,10 @@ import os
 import yaml
 from omegaconf import OmegaConf
 
-from conftest import ROOT, topic_frame
+from conftest import ROOT, QUICK_BUDGET, quick_compare, topic_frame
 
 USER = ["data.label_column=topic", "data.train_size=7", "compare.strategies=[linear_probe,lp_ft,finetune_full]",
-        "compare.train_sizes=[12,all]", "compare.seeds=[0,1]", "compare.overrides=['strategy.max_epochs=2']"]
+        "compare.train_sizes=[12,all]", "compare.seeds=[0,1]", quick_compare("strategy.max_epochs=2")]
 
 
 def flow_cells(overrides: list[str]) -> dict[str, dict]:
@@ -54,4 +54,4 @@ def test_the_compare_flow_and_the_dvc_matrix_resolve_identical_cells(tmp_path):
         assert cfg["strategy"]["max_epochs"] == 2  # compare.overrides, in every cell of both
         assert cfg["data"]["train_size"] == (None if "-nall-" in name else 12)  # data.train_size=7: the grid's sizes win
     assert flow["lp_ft-n12-s1"]["strategy"]["probe"]["name"] == "linear_probe"
-    assert flow["lp_ft-n12-s1"]["strategy"]["probe"]["max_epochs"] == 100  # overrides set the cell's strategy, not its probe
+    assert flow["lp_ft-n12-s1"]["strategy"]["probe"]["max_epochs"] == 1  # overrides set the cell's strategy, not its probe

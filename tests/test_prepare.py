@@ -213,3 +213,12 @@ def test_rerun_replaces_the_directory_as_a_whole(tmp_path, topic_csv):
     assert not (out / "stale.txt").exists()
     assert len(read(out)["train"]) == 6
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared", "topics.csv"]
+
+
+def test_val_max_rows_caps_validation_and_the_rest_trains(tmp_path, topic_csv):
+    """Validation runs at every check of a fit: beyond data.val_max_rows its rows go to training."""
+    full = prepared(tmp_path, topic_csv)
+    capped = prepared(tmp_path, topic_csv, val_max_rows=3)
+    assert len(capped["val"]) == 3 and set(capped["val"]["label"]) == set(full["val"]["label"])
+    assert len(capped["train"]) == len(full["train"]) + len(full["val"]) - 3
+    pd.testing.assert_frame_equal(full["test"], capped["test"])

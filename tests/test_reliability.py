@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import PYTHON, ROOT, run_cell, topic_config, topic_frame
+from conftest import PYTHON, ROOT, run_cell, topic_config, QUICK_BUDGET, topic_frame
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
@@ -94,7 +94,7 @@ def test_two_processes_on_one_cache_both_finish_with_a_correct_cache(tmp_path):
 # --- a fine-tuning run killed with SIGKILL, then rerun ---------------------------------------------
 
 MAX_EPOCHS = 3
-FINETUNE = ("strategy=finetune_last_n", f"strategy.max_epochs={MAX_EPOCHS}", "strategy.patience=5")
+FINETUNE = ("strategy=finetune_last_n", f"strategy.max_epochs={MAX_EPOCHS}", *QUICK_BUDGET, "strategy.patience=5")
 
 # The cell through transferlab.pipeline in a process of its own, which holds still after the first
 # batch of epoch 1 (epoch 0 checkpointed, epoch 1 under way) and says so: the tiny model trains an

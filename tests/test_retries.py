@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import ROOT, topic_config, topic_frame
+from conftest import ROOT, topic_config, QUICK_BUDGET, quick_compare, topic_frame
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
@@ -48,7 +48,7 @@ def test_a_crashed_run_is_retried_bad_input_is_not_and_neither_stops_the_others(
 
     from transferlab.pipeline import prepare_step
 
-    cfg = topic_config(tmp_path, "strategy=lora", "strategy.max_epochs=1")
+    cfg = topic_config(tmp_path, "strategy=lora", "strategy.max_epochs=1", *QUICK_BUDGET)
     data_dir = prepare_step(OmegaConf.to_container(cfg.data), cfg.seed, str(cfg.paths.cache_dir))
     good = OmegaConf.to_container(cfg, resolve=True)
     bad_input = OmegaConf.to_container(OmegaConf.merge(cfg, {"strategy": {"lora": {"target_modules": ["nope"]}}}))
@@ -94,7 +94,7 @@ def test_a_cell_that_fails_once_says_why_and_counts_both_attempts(tmp_path, flow
     and in the run folder, and train_seconds includes the failed attempt's training time."""
     topic_frame(copies=15).to_csv(tmp_path / "topics.csv", index=False)
     cfg = topic_config(tmp_path, "compare.strategies=[finetune_full]", "compare.train_sizes=[all]",
-                       "compare.seeds=[0]", "compare.overrides=['strategy.max_epochs=3']")
+                       "compare.seeds=[0]", quick_compare("strategy.max_epochs=3"))
     cfg.data.path = str(tmp_path / "topics.csv")
     out = tmp_path / "compare"
     run_dir = out / "runs" / "finetune_full-nall-s0"
@@ -126,7 +126,7 @@ def test_two_strategies_two_seeds_overlapping_in_time_need_no_retry(tmp_path, fl
     'pop from empty list' after the last epoch, then a retry that trained nothing)."""
     topic_frame(copies=15).to_csv(tmp_path / "topics.csv", index=False)
     cfg = topic_config(tmp_path, "compare.strategies=[finetune_full,linear_probe]", "compare.train_sizes=[all]",
-                       "compare.seeds=[0,1]", "compare.overrides=['strategy.max_epochs=3']", "data.limit=120",
+                       "compare.seeds=[0,1]", quick_compare("strategy.max_epochs=3"), "data.limit=120",
                        "extract.batch_size=1", "trainer.enable_progress_bar=true")
     cfg.data.path = str(tmp_path / "topics.csv")
     result, runs = compare_run(flows, cfg, tmp_path / "compare")

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from transferlab.config import LOGGERS, checked, compose
 from transferlab.errors import ConfigError
 
-from conftest import PYTHON, ROOT, run_cell, topic_config, topic_frame
+from conftest import PYTHON, ROOT, run_cell, topic_config, QUICK_BUDGET, topic_frame
 
 # Lines a quiet run must not print: Lightning's device banners, DDP set-up, tips, MLflow's DB set-up.
 BANNERS = ("GPU available", "TPU available", "LOCAL_RANK", "Initializing distributed", "distributed_backend",
@@ -36,7 +36,7 @@ def test_ddp_fine_tuning_trains_in_two_processes_each_on_half_the_batches(tmp_pa
     run_dir, batch_size, epochs = tmp_path / "run", 7, 2
     run = subprocess.run([PYTHON, "flows/adapt.py", "trainer=ddp", "strategy=finetune_last_n", "data=csv",
                           f"data.path={tmp_path / 'topics.csv'}", "data.label_column=topic", "backbone.max_length=32",
-                          f"strategy.batch_size={batch_size}", f"strategy.max_epochs={epochs}", "strategy.patience=5",
+                          f"strategy.batch_size={batch_size}", f"strategy.max_epochs={epochs}", *QUICK_BUDGET, "strategy.patience=5",
                           f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]

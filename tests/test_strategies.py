@@ -24,7 +24,7 @@ from transferlab.lora import merged
 from transferlab.models import build
 from transferlab.strategy import resolve
 
-from conftest import prepared_dir, run_cell, topic_config
+from conftest import prepared_dir, run_cell, QUICK_BUDGET, topic_config
 
 STRATEGIES = ["linear_probe", "mlp_head", "finetune_full", "finetune_last_n", "llrd",
               "gradual_unfreeze", "lp_ft", "lora"]
@@ -34,7 +34,7 @@ CLASSIFIER = "(classifier)"  # the task head's weights; EfficientNet has a layer
 
 
 def strategy_cfg(root: Path, name: str, *overrides: str):
-    return topic_config(root, f"strategy={name}", "strategy.max_epochs=1", *overrides)
+    return topic_config(root, f"strategy={name}", "strategy.max_epochs=1", *QUICK_BUDGET, *overrides)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def vision_cfg(cache: Path, name: str):
     """EfficientNet-Lite0 at 32 px on 120 MNIST digits, one epoch (LP-FT's probe: five)."""
     probe = ["strategy.probe.max_epochs=5"] if name == "lp_ft" else []
     return checked(compose(["data=mnist", "data.limit=120", "backbone=efficientnet_lite0", "backbone.image_size=32",
-                            f"strategy={name}", "strategy.max_epochs=1", *probe, "trainer.enable_progress_bar=false",
+                            f"strategy={name}", "strategy.max_epochs=1", *QUICK_BUDGET, *probe, "trainer.enable_progress_bar=false",
                             f"paths.cache_dir={cache}"]), "test")
 
 
@@ -186,7 +186,7 @@ def test_llrd_groups_carry_decayed_learning_rates(tmp_path):
 def test_gradual_unfreezing_grows_at_the_scheduled_epochs(tmp_path):
     """Head alone for epochs 0 and 1, the top group from epoch 2: the logged trainable counts, and
     the weights themselves (the top group changed, everything below bit-identical)."""
-    cfg = strategy_cfg(tmp_path, "gradual_unfreeze", "strategy.max_epochs=3", "strategy.unfreeze_every=2",
+    cfg = strategy_cfg(tmp_path, "gradual_unfreeze", "strategy.max_epochs=3", *QUICK_BUDGET, "strategy.unfreeze_every=2",
                        "strategy.patience=10")
     metrics = run_cell(cfg, tmp_path / "run")
     log = pd.read_csv(tmp_path / "run" / "logs" / "metrics.csv").dropna(subset=["trainable_params"])

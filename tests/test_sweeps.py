@@ -44,15 +44,15 @@ def test_optuna_search_runs_trials_as_flow_runs_and_reports_the_best(tmp_path, t
                  f"data.path={topic_csv}", "data.label_column=topic", *tiny(),
                  f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={sweep}")
     assert done.returncode == 0, done.stderr[-3000:]
-    trials = {}  # weight_decay the stage code trained with -> the trial's metrics.json
+    trials = {}  # the C the stage code trained with -> the trial's metrics.json
     for run in sorted(p for p in sweep.iterdir() if p.is_dir()):
-        trained_with = yaml.safe_load((run / "config.yaml").read_text())["strategy"]["weight_decay"]
+        trained_with = yaml.safe_load((run / "config.yaml").read_text())["strategy"]["C"]
         trials[trained_with] = json.loads((run / "metrics.json").read_text())
-    assert len(trials) == 3 and all(1e-6 <= wd <= 1e-1 for wd in trials)  # 3 different samples, in range
+    assert len(trials) == 3 and all(1e-3 <= c <= 1e3 for c in trials)  # 3 different samples, in range
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     best = max(m["val_accuracy"] for m in trials.values())
     assert results["best_value"] == best
-    assert trials[results["best_params"]["strategy.weight_decay"]]["val_accuracy"] == best
+    assert trials[results["best_params"]["strategy.C"]]["val_accuracy"] == best
     numeric = {k for k, v in next(iter(trials.values())).items() if isinstance(v, (int, float))}
     assert numeric - {"seed", "train_size", "test_size"} == set(METRICS)  # config.METRICS stays true
     assert "setup plugin" not in done.stdout  # optuna's alembic import stays quiet

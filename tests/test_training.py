@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from transferlab.backbones import build_backbone
 from transferlab.config import checked, compose
 
-from conftest import prepared_dir, run_cell, topic_config
+from conftest import prepared_dir, run_cell, QUICK_BUDGET, topic_config
 
 METRIC_KEYS = {"strategy", "train_size", "test_accuracy", "test_macro_f1", "train_accuracy",
                "val_accuracy", "trainable_params", "total_params", "train_seconds", "peak_memory_mb"}
@@ -46,7 +46,7 @@ def test_linear_probe_trains_only_the_head(tmp_path):
 
 
 def test_finetune_full_trains_every_parameter(tmp_path):
-    cfg = topic_config(tmp_path, "strategy=finetune_full", "strategy.max_epochs=2", "strategy.patience=5")
+    cfg = topic_config(tmp_path, "strategy=finetune_full", "strategy.max_epochs=2", *QUICK_BUDGET, "strategy.patience=5")
     metrics = run_cell(cfg, tmp_path / "run")
     pretrained = build_backbone(cfg.backbone)
     assert metrics["trainable_params"] == metrics["total_params"]
@@ -75,7 +75,7 @@ def test_predict_on_a_reloaded_run_equals_its_test_predictions(tmp_path, strateg
     """`transferlab predict` rebuilds the run from its folder alone (head or LoRA adapters + head)."""
     from transferlab.cli import main
 
-    cfg = topic_config(tmp_path, f"strategy={strategy}", "strategy.max_epochs=2")
+    cfg = topic_config(tmp_path, f"strategy={strategy}", "strategy.max_epochs=2", *QUICK_BUDGET)
     run_cell(cfg, tmp_path / "run")
     test = pd.read_parquet(prepared_dir(cfg) / "test.parquet")
     test.to_csv(tmp_path / "new.csv", index=False)
@@ -93,7 +93,7 @@ def test_export_merges_lora_and_traces_to_torchscript(tmp_path):
     from transferlab.cli import main
     from transferlab.export import serving_model
 
-    cfg = topic_config(tmp_path, "strategy=lora", "strategy.max_epochs=1")
+    cfg = topic_config(tmp_path, "strategy=lora", "strategy.max_epochs=1", *QUICK_BUDGET)
     run_cell(cfg, tmp_path / "run")
     pd.read_parquet(prepared_dir(cfg) / "test.parquet").to_csv(tmp_path / "x.csv", index=False)
     assert main(["export", str(tmp_path / "run"), str(tmp_path / "export"), "--example", str(tmp_path / "x.csv")]) == 0

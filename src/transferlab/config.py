@@ -26,6 +26,7 @@ class DataConfig:
     text_column: str = "text"
     label_column: str = "label"
     val_fraction: float = 0.1
+    val_max_rows: Optional[int] = 1000  # at most this many validation rows (null: no cap)
     test_fraction: float = 0.2
     train_size: Any = None  # None/"all", a count (int > 1) or a fraction in (0, 1]
     limit: Optional[int] = None  # stratified subsample of the cleaned data before splitting (None = all)
@@ -83,13 +84,20 @@ class StrategyConfig:
     # the cached features; fine-tuning starts from its head. Checked as a StrategyConfig of its own.
     probe: Optional[Any] = None
     lora: LoraConfig = field(default_factory=LoraConfig)
-    optimizer: str = "adamw"  # adamw (mini-batches) | lbfgs (heads only: full batch, L2 = weight_decay)
+    optimizer: str = "adamw"  # adamw (mini-batches) | lbfgs (heads only: full batch to convergence, L2 from C)
+    # lbfgs: scikit-learn's C (inverse L2 strength: C * sum of losses + |W|^2 / 2); a list: each is
+    # trained to convergence and the best on validation accuracy (then loss) is kept
+    C: Any = 1.0
     lr: float = 1e-2
     head_lr: Optional[float] = None  # finetune: the new head's learning rate (None = lr)
     weight_decay: float = 0.0
     batch_size: int = 32
     max_epochs: int = 200
-    patience: int = 10
+    patience: int = 10  # validations without a better val_loss before stopping (after min_steps)
+    # fine-tuning: at least this many optimiser steps, whatever max_epochs says; no checkpoint from
+    # before it is chosen, early stopping starts after it
+    min_steps: int = 0
+    val_every_n_steps: int = 1  # validate about every N optimiser steps (in whole epochs)
     warmup_ratio: float = 0.0
     gradient_clip_val: Optional[float] = None
 
@@ -307,6 +315,8 @@ def validate(cfg: DictConfig) -> None:
         (cfg.extract.precision in ("fp32", "bf16"), "extract.precision", cfg.extract.precision,
          "must be 'fp32' or 'bf16'"),
         (0 < cfg.data.val_fraction < 1, "data.val_fraction", cfg.data.val_fraction, "must be in (0, 1)"),
+        (cfg.data.val_max_rows is None or cfg.data.val_max_rows > 0, "data.val_max_rows", cfg.data.val_max_rows,
+         "must be > 0 or null"),
         (0 < cfg.data.test_fraction < 1, "data.test_fraction", cfg.data.test_fraction, "must be in (0, 1)"),
         (cfg.backbone.model is not None, "backbone.model", None, "required: a hub id or a local path"),
         (images == reads_images, "backbone", cfg.backbone.name,
@@ -356,6 +366,10 @@ def strategy_checks(s: DictConfig, at: str) -> list[tuple]:
         (s.lr > 0, f"{at}.lr", s.lr, "must be > 0"),
         (s.head_lr is None or s.head_lr > 0, f"{at}.head_lr", s.head_lr, "must be > 0"),
         (s.max_epochs > 0, f"{at}.max_epochs", s.max_epochs, "must be > 0"),
+        (s.min_steps >= 0, f"{at}.min_steps", s.min_steps, "must be >= 0"),
+        (s.val_every_n_steps > 0, f"{at}.val_every_n_steps", s.val_every_n_steps, "must be > 0"),
+        (s.optimizer != "lbfgs" or c_values_ok(s.C), f"{at}.C", s.C,
+         "must be a number > 0 or a non-empty list of them (chosen on validation)"),
         (s.batch_size > 0, f"{at}.batch_size", s.batch_size, "must be > 0"),
         (0 <= s.warmup_ratio < 1, f"{at}.warmup_ratio", s.warmup_ratio, "must be in [0, 1)"),
     ]
@@ -365,6 +379,21 @@ def strategy_checks(s: DictConfig, at: str) -> list[tuple]:
                    (s.probe.probe is None, f"{at}.probe.probe", s.probe.probe, "a probe has no probe of its own")]
         checks += strategy_checks(s.probe, f"{at}.probe")
     return checks
+
+
+def c_values(c: Any) -> list[float]:
+    """strategy.C as the list of candidates it names (one number: one candidate)."""
+    from omegaconf import ListConfig
+
+    return [float(v) for v in c] if isinstance(c, (list, tuple, ListConfig)) else [float(c)]
+
+
+def c_values_ok(c: Any) -> bool:
+    try:
+        values = c_values(c)
+    except (TypeError, ValueError):
+        return False
+    return bool(values) and all(v > 0 for v in values)
 
 
 def compare_override_checks(overrides: list[str]) -> list[tuple]:

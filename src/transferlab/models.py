@@ -21,10 +21,13 @@ from transferlab.modules import Classifier, FinetuneClassifier, HeadClassifier, 
 from transferlab.strategy import Strategy, resolve
 
 
-def build_head_module(strategy: Strategy, feature_dim: int, num_classes: int) -> HeadClassifier:
-    """A head strategy's module, trained on cached features."""
+def build_head_module(strategy: Strategy, feature_dim: int, num_classes: int,
+                      weight_decay: float | None = None) -> HeadClassifier:
+    """A head strategy's module, trained on cached features (`weight_decay`: an L-BFGS head's L2
+    strength for one of its C values, see training.fit_head)."""
     head = build_head(feature_dim, num_classes, strategy.head)
-    return HeadClassifier(head, strategy.lr, strategy.weight_decay, strategy.optimizer)
+    return HeadClassifier(head, strategy.lr, strategy.weight_decay if weight_decay is None else weight_decay,
+                          strategy.optimizer)
 
 
 def build_finetune_module(cfg: DictConfig, strategy: Strategy, num_classes: int) -> FinetuneClassifier:

@@ -57,14 +57,15 @@ def build_head(feature_dim: int, num_classes: int, head: Any) -> nn.Module:
     return nn.Linear(feature_dim, num_classes)
 
 
-LBFGS_ITERATIONS_PER_EPOCH = 20  # one optimizer step per epoch; early stopping sees every 20 iterations
+LBFGS_MAX_ITERATIONS = 1000  # one optimizer step (an epoch) solves to L-BFGS's tolerances, or stops here
 
 
 class HeadClassifier(Classifier):
     """Transfer learning: a head trained on frozen-backbone features.
 
     `lbfgs` trains on the whole feature matrix as one batch, as scikit-learn's LogisticRegression
-    does, with weight_decay as an L2 penalty in the loss; `adamw` takes mini-batches."""
+    does, with weight_decay as an L2 penalty in the loss (mean cross-entropy + weight_decay/2 |W|^2,
+    i.e. C = 1 / (weight_decay x rows)), to convergence; `adamw` takes mini-batches."""
 
     def __init__(self, head: nn.Module, lr: float, weight_decay: float, optimizer: str = "adamw"):
         super().__init__()
@@ -99,8 +100,9 @@ class HeadClassifier(Classifier):
 
     def configure_optimizers(self):
         if self.optimizer == "lbfgs":
-            return torch.optim.LBFGS(self.parameters(), lr=self.lr, max_iter=LBFGS_ITERATIONS_PER_EPOCH,
-                                     history_size=10, line_search_fn="strong_wolfe")
+            return torch.optim.LBFGS(self.parameters(), lr=self.lr, max_iter=LBFGS_MAX_ITERATIONS,
+                                     max_eval=2 * LBFGS_MAX_ITERATIONS, history_size=10,
+                                     line_search_fn="strong_wolfe")
         return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
 
 

@@ -8,6 +8,7 @@ family's module names, so each strategy is written once for every backbone. Noth
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -17,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from transferlab.backbones import Backbone
+from transferlab.config import c_values
 
 
 @dataclass(frozen=True)
@@ -36,11 +38,26 @@ class Lora:
 
 @dataclass(frozen=True)
 class Budget:
-    """How long a fit may run and when it stops early (on validation loss)."""
+    """How long a fit may run and when it stops early (on validation loss).
+
+    Epochs alone starve small data sets (50 labels at batch 16 are 4 steps an epoch), so a fit gets
+    at least `min_steps` optimiser steps; validation, which costs forward passes too, runs about
+    every `val_every_n_steps` steps, in whole epochs so that every checkpoint is an epoch's end."""
 
     max_epochs: int
-    patience: int
+    patience: int  # validations without improvement, counted from min_steps on
     batch_size: int
+    min_steps: int = 0
+    val_every_n_steps: int = 1
+
+    def trainer_args(self, train_rows: int, processes: int = 1, full_batch: bool = False) -> dict:
+        """max_epochs (min_steps wins over it) and check_val_every_n_epoch for `train_rows` rows
+        split over `processes`; the last epoch is always a validated one."""
+        steps = 1 if full_batch else max(1, math.ceil(train_rows / (self.batch_size * processes)))
+        every = max(1, math.ceil(self.val_every_n_steps / steps))
+        epochs = max(self.max_epochs, math.ceil(self.min_steps / steps))
+        return {"max_epochs": math.ceil(epochs / every) * every, "check_val_every_n_epoch": every,
+                "min_steps": self.min_steps or None}
 
 
 @dataclass(frozen=True)
@@ -53,7 +70,8 @@ class Strategy:
     unfreeze_every: Optional[int]  # gradual unfreezing: one more group every k epochs
     head: Head
     lora: Optional[Lora]  # trainable=lora only
-    optimizer: str  # adamw | lbfgs (heads: full batch, L2 = weight_decay)
+    optimizer: str  # adamw | lbfgs (heads: full batch to convergence, L2 from C)
+    C: tuple[float, ...]  # lbfgs: scikit-learn's inverse L2 strengths, the best on validation kept
     lr: float
     head_lr: float  # the new head's learning rate (finetune); = lr for heads
     weight_decay: float
@@ -71,9 +89,9 @@ class Strategy:
             unfreeze_every=s.unfreeze_every, head=Head(s.head.type, s.head.hidden_dim, s.head.dropout),
             lora=None if lora is None else Lora(lora.r, lora.alpha, lora.dropout,
                                                 tuple(lora.target_modules) if lora.target_modules else None),
-            optimizer=s.optimizer, lr=s.lr, head_lr=s.head_lr or s.lr, weight_decay=s.weight_decay,
+            optimizer=s.optimizer, C=tuple(c_values(s.C)), lr=s.lr, head_lr=s.head_lr or s.lr, weight_decay=s.weight_decay,
             warmup_ratio=s.warmup_ratio, gradient_clip_val=s.gradient_clip_val,
-            budget=Budget(s.max_epochs, s.patience, s.batch_size),
+            budget=Budget(s.max_epochs, s.patience, s.batch_size, s.min_steps, s.val_every_n_steps),
             probe=None if s.get("probe") is None else cls.from_config(s.probe))
 
     @property

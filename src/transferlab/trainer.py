@@ -81,22 +81,63 @@ def fit_summary(module: L.LightningModule, run_dir: Path) -> dict:
     return summary
 
 
-def build_trainer(cfg: DictConfig, strategy: Strategy, run_dir: Path, resumable: bool,
+class BestAfterMinSteps(ModelCheckpoint):
+    """The best val_loss checkpoint among validations at or after `min_steps`: a model from before
+    the minimum budget is never the one kept."""
+
+    def __init__(self, min_steps: int, **kwargs):
+        super().__init__(monitor="val_loss", mode="min", save_top_k=1, filename="best",
+                         save_on_train_epoch_end=False, **kwargs)
+        self.min_steps = min_steps
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step >= self.min_steps:
+            super().on_validation_end(trainer, pl_module)
+
+
+class EarlyStoppingAfterMinSteps(EarlyStopping):
+    """Early stopping on val_loss whose patience counts only validations at or after `min_steps`."""
+
+    def __init__(self, min_steps: int, patience: int):
+        super().__init__(monitor="val_loss", mode="min", patience=patience, check_on_train_epoch_end=False)
+        self.min_steps = min_steps
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step >= self.min_steps:
+            super().on_validation_end(trainer, pl_module)
+
+
+def processes(trainer: DictConfig) -> int:
+    """How many processes share each epoch's batches (trainer=ddp: devices); 'auto'/-1 on CPU: 1."""
+    devices = trainer.devices
+    if isinstance(devices, int) and devices > 0:
+        return devices
+    if trainer.accelerator in ("gpu", "cuda"):
+        return max(1, torch.cuda.device_count())
+    return 1
+
+
+def build_trainer(cfg: DictConfig, strategy: Strategy, run_dir: Path, resumable: bool, train_rows: int,
                   extra_callbacks: list | None = None, single_process: bool = False) -> L.Trainer:
-    """Early stopping on val_loss within the strategy's budget; the best checkpoint kept, and
-    (`resumable`) `last.ckpt` each epoch to resume from.
+    """The strategy's budget on `train_rows` rows (min_steps, validation interval: Budget), early
+    stopping on val_loss after min_steps, the best checkpoint from then on kept, and (`resumable`)
+    `last.ckpt` at every validation to resume from.
 
     `single_process`: a head on cached features trains in this process whatever trainer.devices
     says: it is a few thousand parameters full-batch, where processes would only add start-up."""
     quiet_lightning()
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor="val_loss", mode="min",
-                                 save_top_k=1, save_last=resumable, filename="best")
-    stopping = EarlyStopping(monitor="val_loss", mode="min", patience=strategy.budget.patience)
+    budget = strategy.budget
+    schedule = budget.trainer_args(train_rows, 1 if single_process else processes(cfg.trainer), strategy.full_batch)
+    best = BestAfterMinSteps(budget.min_steps, dirpath=run_dir / "checkpoints")
+    # the latest validated epoch as last.ckpt (Lightning's save_last writes only beside a top-k save)
+    last = [ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                            save_on_train_epoch_end=False, enable_version_counter=False)] if resumable else []
+    stopping = EarlyStoppingAfterMinSteps(budget.min_steps, budget.patience)
     seeded = [EpochSeed(cfg.seed)] if resumable else []  # resumed = uninterrupted
-    callbacks = [checkpoint, stopping, *seeded, *progress_callbacks(cfg.trainer.enable_progress_bar),
+    callbacks = [best, *last, stopping, *seeded, *progress_callbacks(cfg.trainer.enable_progress_bar),
                  QuietWorkers(), FitSummary(run_dir), *(extra_callbacks or [])]
-    return instantiate(cfg.trainer, **(ONE_PROCESS if single_process else {}),
-                       max_epochs=strategy.budget.max_epochs, gradient_clip_val=strategy.gradient_clip_val,
+    return instantiate(cfg.trainer, **(ONE_PROCESS if single_process else {}), **schedule,
+                       gradient_clip_val=strategy.gradient_clip_val,
                        callbacks=callbacks, logger=build_logger(cfg.logger, run_dir),
                        default_root_dir=str(run_dir))
 
@@ -201,11 +242,14 @@ class EpochSeed(L.Callback):
         self.next_epoch = int(state["next_epoch"])
 
 
-def save_best_weights(trainer: L.Trainer, module: L.LightningModule, run_dir: Path) -> Path:
-    """Restore the best epoch's weights into `module` and write them as safetensors."""
+def restore_best(trainer: L.Trainer, module: L.LightningModule) -> None:
+    """The best checkpoint's weights back into `module` (none kept: the final weights stay)."""
     best = trainer.checkpoint_callback.best_model_path
     if best:
         module.load_state_dict(load_checkpoint(best)["state_dict"])
+
+
+def save_weights(module: L.LightningModule, run_dir: Path) -> Path:
     target = run_dir / "model.safetensors"
     with atomic_path(target) as tmp:
         save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(tmp))

@@ -5,6 +5,7 @@ a fine-tune starts from is trained exactly as that head strategy is when a user 
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from transferlab.model_card import write_model_card
 from transferlab.models import build_finetune_module, build_head_module
 from transferlab.resources import ResourceMeter, TrainClock
 from transferlab.strategy import Strategy, count_parameters, resolve
-from transferlab.trainer import build_trainer, checked_resume, fit_summary, keep_earlier_logs, save_best_weights
+from transferlab.trainer import (build_trainer, checked_resume, fit_summary, keep_earlier_logs, restore_best,
+                                 save_weights)
 
 
 def fit(cfg: DictConfig, data_dir: Path, features_dir: Path | None, model_dir: Path) -> Path:
@@ -29,23 +31,58 @@ def fit(cfg: DictConfig, data_dir: Path, features_dir: Path | None, model_dir: P
 
 
 def fit_head(cfg: DictConfig, strategy: Strategy, data_dir: Path, features_dir: Path, model_dir: Path) -> Path:
-    """A head on the frozen features: full batch for L-BFGS, mini-batches for AdamW."""
+    """A head on the frozen features: full batch for L-BFGS (each of its C values to convergence,
+    the best on validation kept), mini-batches for AdamW. Its training time covers every C tried."""
     meta = json.loads((features_dir / "meta.json").read_text())
     labels = json.loads((data_dir / "labels.json").read_text())
     splits = ("train", "val")
-    datamodule = FeatureDataModule({s: load_features(features_dir, s) for s in splits},
-                                   {s: labels_of(data_dir, s) for s in splits},
+    targets = {s: labels_of(data_dir, s) for s in splits}
+    datamodule = FeatureDataModule({s: load_features(features_dir, s) for s in splits}, targets,
                                    None if strategy.full_batch else strategy.budget.batch_size)
-    L.seed_everything(cfg.seed, verbose=False)
-    module = build_head_module(strategy, meta["feature_dim"], len(labels))
-    trainer = build_trainer(cfg, strategy, model_dir, resumable=False, single_process=True)
+    rows = len(targets["train"])
     with ResourceMeter() as meter:
-        trainer.fit(module, datamodule)
-    fit = fit_summary(module, model_dir)
-    save_best_weights(trainer, module, model_dir)
+        if strategy.full_batch:
+            module, fit, chosen = fit_each_c(cfg, strategy, datamodule, meta["feature_dim"], len(labels), rows, model_dir)
+        else:
+            L.seed_everything(cfg.seed, verbose=False)
+            module = build_head_module(strategy, meta["feature_dim"], len(labels))
+            trainer = build_trainer(cfg, strategy, model_dir, resumable=False, train_rows=rows, single_process=True)
+            trainer.fit(module, datamodule)
+            fit, chosen = fit_summary(module, model_dir), {}
+            restore_best(trainer, module)
+    save_weights(module, model_dir)
     trainable, head_total = count_parameters(module)
     return write_model_card(model_dir, cfg, strategy, labels, meta["feature_dim"], meter, meter.seconds, fit, [],
-                            trainable_params=trainable, total_params=head_total + meta["backbone_params"])
+                            trainable_params=trainable, total_params=head_total + meta["backbone_params"], **chosen)
+
+
+def fit_each_c(cfg: DictConfig, strategy: Strategy, datamodule, feature_dim: int, n_classes: int, rows: int,
+               model_dir: Path) -> tuple:
+    """scikit-learn's C, searched on the validation split: one converged L-BFGS fit per C (in
+    `model_dir/C/<value>/`, unlogged), the best val accuracy, then val loss, kept and refitted (the
+    same seed: the same weights) in `model_dir` with the run's logger, as a single-C run is.
+
+    C multiplies the summed loss; the module's penalty is on the mean loss, so weight_decay = 1/(C rows)."""
+    unlogged = copy.deepcopy(cfg)
+    unlogged.logger = {}
+
+    def converged(c: float, run_dir: Path, logged: bool):
+        L.seed_everything(cfg.seed, verbose=False)
+        module = build_head_module(strategy, feature_dim, n_classes, weight_decay=1.0 / (c * rows))
+        trainer = build_trainer(cfg if logged else unlogged, strategy, run_dir,
+                                resumable=False, train_rows=rows, single_process=True)
+        trainer.fit(module, datamodule)
+        metrics = trainer.callback_metrics
+        return module, {"val_accuracy": round(float(metrics["val_acc"]), 6), "val_loss": round(float(metrics["val_loss"]), 6)}
+
+    scores = {}
+    if len(strategy.C) > 1:
+        for c in strategy.C:
+            scores[f"{c:g}"] = converged(c, model_dir / "C" / f"{c:g}", logged=False)[1]
+    chosen = max(strategy.C, key=lambda c: (scores[f"{c:g}"]["val_accuracy"], -scores[f"{c:g}"]["val_loss"])) \
+        if scores else strategy.C[0]
+    module, _ = converged(chosen, model_dir, logged=True)
+    return module, fit_summary(module, model_dir), {"C": chosen, **({"C_scores": scores} if scores else {})}
 
 
 def start_from_probe(cfg: DictConfig, probe: Strategy, module, data_dir: Path, features_dir: Path,
@@ -70,11 +107,13 @@ def fit_finetune(cfg: DictConfig, strategy: Strategy, data_dir: Path, features_d
         keep_earlier_logs(model_dir, resume[1])
     datamodule = InputDataModule(data_dir, module.backbone, strategy.budget.batch_size)
     clock = TrainClock(model_dir / "clock.json")
-    trainer = build_trainer(cfg, strategy, model_dir, resumable=True, extra_callbacks=[clock, *strategy.callbacks()])
+    trainer = build_trainer(cfg, strategy, model_dir, resumable=True, train_rows=len(labels_of(data_dir, "train")),
+                            extra_callbacks=[clock, *strategy.callbacks()])
     with ResourceMeter() as meter:
         trainer.fit(module, datamodule, ckpt_path=resume and resume[0], weights_only=True)
     fit = fit_summary(module, model_dir)
-    save_best_weights(trainer, module, model_dir)
+    restore_best(trainer, module)
+    save_weights(module, model_dir)
     trainable, total = count_parameters(module)  # after fit: gradual unfreezing's final count
     trained = [n for n, g in module.backbone.layer_groups() if any(p.requires_grad for p in g.parameters())]
     resumed = {"resumed_after_epoch": resume[1]} if resume else {}

@@ -163,6 +163,8 @@ def split(df: pd.DataFrame, cfg: DictConfig, seed: int) -> Splits:
     n, k, ones = int(sizes.sum()), len(labels), np.ones(len(labels), dtype=int)
     n_test = _held_out_size(n, cfg.test_fraction, k, "data.test_fraction")
     n_val = _held_out_size(n, cfg.val_fraction, k, "data.val_fraction")
+    if cfg.get("val_max_rows"):  # validation runs many times a fit: its rows beyond the cap train instead
+        n_val = max(k, min(n_val, cfg.val_max_rows))
     if n_test + n_val > n - k:
         raise DataError(f"{where(cfg)}: {n} rows are too few for {n_test} test, {n_val} val "
                         f"and {k} training rows")
