@@ -58,7 +58,11 @@ def test_two_strategies_two_sizes_on_two_dask_workers_make_a_report_whose_number
         assert f"{m['train_size']}: {100 * m['test_accuracy']:.1f}" in report
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 2 and 'id="seed-table"' in html
-    assert re.search(r"Use transfer learning|Fine-tune|Up to \d+ labels", report)
+    assert re.search(r"\d+(-\d+)? labels: use (fine-tune|transfer learning) \(", report)
+    summary = json.loads((out / "summary.json").read_text())
+    for verdict in summary["verdicts"].values():  # the paired interval holds the lead, per seed p-values too
+        assert verdict["ci_low"] <= verdict["lead"] <= verdict["ci_high"] and len(verdict["per_seed_p"]) == verdict["seeds"]
+    assert 'id="ledger"' in html
     assert_renders_in_chromium(out / "report.html", tmp_path)
 
 

@@ -54,7 +54,7 @@ def test_optuna_search_runs_trials_as_flow_runs_and_reports_the_best(tmp_path, t
     assert results["best_value"] == best
     assert trials[results["best_params"]["strategy.C"]]["val_accuracy"] == best
     numeric = {k for k, v in next(iter(trials.values())).items() if isinstance(v, (int, float))}
-    assert numeric - {"seed", "train_size", "test_size"} == set(METRICS)  # config.METRICS stays true
+    assert numeric - {"seed", "train_size", "val_size", "test_size"} == set(METRICS)  # config.METRICS stays true
     assert "setup plugin" not in done.stdout  # optuna's alembic import stays quiet
     embedded = [json.loads(p.read_text())["items_embedded"] for p in (tmp_path / "cache" / "features").glob("*/meta.json")]
     assert sum(embedded) == len(topic_frame())  # every text embedded once, shared by the trials

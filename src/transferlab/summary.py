@@ -16,12 +16,13 @@ def _count(n: float) -> str:
     return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else f"{n:.0f}"
 
 
-COLUMNS: dict[str, Callable[[dict], str]] = {  # header -> cell, narrow enough for 80 columns; gap = train acc - val acc
+COLUMNS: dict[str, Callable[[dict], str]] = {  # header -> cell, narrow enough for 80 columns; gap = train acc - test acc
     "strategy": lambda m: m["strategy"],
     "n train": lambda m: str(m["train_size"]),
     "test acc": lambda m: f"{m['test_accuracy']:.3f}",
     "macro F1": lambda m: f"{m['test_macro_f1']:.3f}",
-    "gap": lambda m: f"{m['train_accuracy'] - m['val_accuracy']:+.2f}",
+    "val acc": lambda m: f"{m['val_accuracy']:.3f}",
+    "gap": lambda m: f"{m['train_accuracy'] - m['test_accuracy']:+.2f}",
     "params": lambda m: _count(m["trainable_params"]),
     "train s": lambda m: f"{m['train_seconds']:.1f}",
     "peak MB": lambda m: f"{m['peak_memory_mb']:.0f}",
@@ -32,7 +33,7 @@ def runs_table(sweep_dir: Path) -> Table | None:
     paths = sorted(sweep_dir.glob("*/metrics.json"), key=lambda p: p.parent.name)
     if not paths:
         return None
-    table = Table(title=f"runs in {sweep_dir} (one folder per run)", caption="gap: train - val accuracy; params: trainable parameters")
+    table = Table(title=f"runs in {sweep_dir} (one folder per run)", caption="gap: train - test accuracy; params: trainable parameters")
     table.add_column("run")
     for header in COLUMNS:
         table.add_column(header, justify="left" if header == "strategy" else "right",

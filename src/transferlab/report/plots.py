@@ -8,7 +8,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from scipy import stats  # noqa: E402
 
 
 def _png(fig) -> bytes:
@@ -18,16 +20,32 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def learning_curves(summary: pd.DataFrame) -> bytes:
+def mean_interval(std: pd.Series, seeds: pd.Series, level: float = 0.95) -> pd.Series:
+    """Half-width of the t interval of a mean over seeds (0 with one seed: nothing measured)."""
+    half = stats.t.ppf(0.5 + level / 2, (seeds - 1).clip(lower=1)) * std / np.sqrt(seeds)
+    return half.where(seeds > 1, 0.0).fillna(0.0)
+
+
+def learning_curves(summary: pd.DataFrame, curves: dict | None = None) -> bytes:
+    """Mean test accuracy per size with its 95% interval over seeds as a band; a fitted saturating
+    power law (report/forecast.py) dashed beyond the largest measured size, to 4x, with its 80% band."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for strategy, rows in summary.groupby("strategy", sort=False):
         rows = rows.sort_values("train_size")
-        ax.errorbar(rows["train_size"], 100 * rows["test_accuracy_mean"],
-                    yerr=100 * rows["test_accuracy_std"].fillna(0), marker="o", capsize=3, label=strategy)
+        half = mean_interval(rows["test_accuracy_std"], rows["seeds"])
+        mean = 100 * rows["test_accuracy_mean"]
+        (line,) = ax.plot(rows["train_size"], mean, marker="o", label=strategy)
+        ax.fill_between(rows["train_size"], mean - 100 * half, mean + 100 * half, color=line.get_color(), alpha=0.15)
+        curve = (curves or {}).get(strategy)
+        if curve is not None:
+            n = np.geomspace(rows["train_size"].max(), 4 * rows["train_size"].max(), 50)
+            low, high = curve.band(n)
+            ax.plot(n, 100 * curve.predict(n), "--", color=line.get_color(), lw=1)
+            ax.fill_between(n, 100 * low, 100 * high, color=line.get_color(), alpha=0.08)
     ax.set_xscale("log")
     ax.set_xlabel("labelled training examples")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Learning curves (mean ± std over seeds)")
+    ax.set_title("Learning curves (mean, 95% CI over seeds; dashed: forecast)")
     ax.grid(alpha=0.3)
     ax.legend()
     return _png(fig)
@@ -44,9 +62,8 @@ def pareto_front(points: pd.DataFrame) -> pd.DataFrame:
     return ordered.loc[keep]
 
 
-def accuracy_vs_compute(summary: pd.DataFrame, extraction_seconds: float) -> bytes:
-    points = summary.assign(cost_seconds=summary["train_seconds_mean"]
-                            + (summary["kind"] == "head") * extraction_seconds)
+def accuracy_vs_compute(summary: pd.DataFrame) -> bytes:
+    points = summary.assign(cost_seconds=summary["cost_to_train_seconds_mean"])
     fig, ax = plt.subplots(figsize=(6, 4))
     for strategy, rows in points.groupby("strategy", sort=False):
         ax.scatter(rows["cost_seconds"], 100 * rows["test_accuracy_mean"], label=strategy)
@@ -56,7 +73,7 @@ def accuracy_vs_compute(summary: pd.DataFrame, extraction_seconds: float) -> byt
     front = pareto_front(points)
     ax.plot(front["cost_seconds"], 100 * front["test_accuracy_mean"], "k--", lw=1, label="Pareto front")
     ax.set_xscale("log")
-    ax.set_xlabel("training seconds (head-only runs include the shared extraction)")
+    ax.set_xlabel("cost to train, s (training + extraction of the items it trains and validates on)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Accuracy vs compute (labels: train size)")
     ax.grid(alpha=0.3)

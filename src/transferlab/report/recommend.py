@@ -1,8 +1,11 @@
-"""Apply the seed's criteria to measured runs: which strategy, for this data and this budget.
+"""From measured runs to a verdict a careful engineer can sign.
 
-A difference counts only when it is larger than the seeds' spread (the standard deviation of the
-difference of two means), than the test set's sampling error of that difference, and than
-`tie_margin`; anything smaller is called a tie, not a win.
+At each train size the candidate of each family (transfer learning: head strategies; fine-tuning:
+the rest) is the strategy with the best mean *validation* accuracy over seeds: the test set only
+judges the two chosen. Their lead is judged on the same test items: a paired bootstrap interval
+(seeds, then items) and McNemar's exact test (`paired.py`). A win needs the interval to exclude 0
+and the lead to reach `tie_margin`; anything else is a tie. The words follow from the per-size
+verdicts alone, whatever their order.
 """
 
 from __future__ import annotations
@@ -12,72 +15,105 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-METRICS = ("test_accuracy", "test_macro_f1", "gap", "train_seconds", "peak_memory_mb")
+from transferlab.report.paired import PairedLead, paired_lead
+
+METRICS = ("test_accuracy", "test_macro_f1", "val_accuracy", "gap", "train_seconds", "peak_memory_mb",
+           "cost_to_train_seconds", "inference_seconds_per_1k")
+
+
+def with_costs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The overfitting gap (train - test accuracy of the kept checkpoint: val chose it, so train -
+    val would be biased low) and the cost ledger's columns (older runs: training seconds only)."""
+    runs = runs.assign(gap=runs["train_accuracy"] - runs["test_accuracy"])
+    if "cost_to_train_seconds" not in runs:
+        runs = runs.assign(cost_to_train_seconds=runs["train_seconds"])
+    if "inference_seconds_per_1k" not in runs:
+        runs = runs.assign(inference_seconds_per_1k=np.nan)
+    return runs
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per (strategy, train_size): mean and std over seeds of each metric."""
-    runs = runs.assign(gap=runs["train_accuracy"] - runs["val_accuracy"])
+    runs = with_costs(runs)
     grouped = runs.groupby(["strategy", "kind", "train_size"])
     summary = grouped[list(METRICS)].agg(["mean", "std"])
     summary.columns = [f"{m}_{stat}" for m, stat in summary.columns]
     summary["seeds"] = grouped.size()
-    summary["trainable_params"] = grouped["trainable_params"].first()
-    if "test_size" in runs:
-        summary["test_size"] = grouped["test_size"].first()
-    summary["total_params"] = grouped["total_params"].first()
+    for column in ("trainable_params", "total_params", "test_size", "val_size"):
+        if column in runs:
+            summary[column] = grouped[column].first()
     return summary.reset_index()
 
 
 @dataclass
 class Verdict:
     train_size: int
-    transfer: str  # best head-only strategy at this size
-    finetune: str  # best fine-tuning strategy at this size
-    lead: float  # finetune mean - transfer mean, in accuracy (0..1)
-    noise: float  # what a difference must exceed to count
-    compute_ratio: float  # finetune train seconds / transfer train seconds (+ amortised extraction)
+    transfer: str  # the head strategy with the best mean validation accuracy at this size
+    finetune: str  # the fine-tuning strategy with the best mean validation accuracy
+    candidates: dict[str, list[str]]  # family -> strategies considered
+    paired: PairedLead  # finetune - transfer on the same test items
+    tie_margin: float
+    compute_ratio: float  # fine-tuning's cost to train / transfer's
+    val_size: int | None = None
+
+    @property
+    def lead(self) -> float:
+        return self.paired.lead
 
     @property
     def winner(self) -> str:
-        if abs(self.lead) <= self.noise:
-            return "tie"
-        return "finetune" if self.lead > 0 else "transfer"
+        if self.paired.low > 0 and self.lead >= self.tie_margin:
+            return "finetune"
+        if self.paired.high < 0 and -self.lead >= self.tie_margin:
+            return "transfer"
+        return "tie"
+
+    @property
+    def provisional(self) -> bool:
+        """One seed: training-seed variance was not measured."""
+        return self.paired.seeds < 2
 
 
-def _best(rows: pd.DataFrame) -> pd.Series:
-    return rows.loc[rows["test_accuracy_mean"].idxmax()]
+def family(kind: str) -> str:
+    return "transfer" if kind == "head" else "finetune"
 
 
-def sampling_error(a: pd.Series, b: pd.Series) -> float:
-    """Standard error of the difference of two accuracies on a test set of this size: what a single
-    seed cannot show, and a lead must still exceed (0 when the size is unknown)."""
-    n = a.get("test_size")
-    if n is None or pd.isna(n) or n <= 0:
-        return 0.0
-    p, q = a["test_accuracy_mean"], b["test_accuracy_mean"]
-    return float(np.sqrt((p * (1 - p) + q * (1 - q)) / n))
+def chosen_on_validation(rows: pd.DataFrame) -> str:
+    """The strategy with the best mean val accuracy (ties: the cheaper to train, then by name)."""
+    means = rows.groupby("strategy").agg(val=("val_accuracy", "mean"), cost=("cost_to_train_seconds", "mean"))
+    return means.sort_values(["val", "cost"], ascending=[False, True], kind="stable").index[0]
 
 
-def verdicts(summary: pd.DataFrame, extraction_seconds: float = 0.0, tie_margin: float = 0.005) -> list[Verdict]:
-    """The best transfer vs the best fine-tuning strategy at every train size both were run at."""
+def correctness(runs: pd.DataFrame, strategy: str, seeds: list[int]) -> list[np.ndarray]:
+    rows = runs[runs["strategy"] == strategy].set_index("seed")
+    return [np.asarray(rows.loc[s, "test_correct"], dtype=bool) for s in seeds]
+
+
+def verdicts(runs: pd.DataFrame, tie_margin: float = 0.005) -> list[Verdict]:
+    """Transfer vs fine-tuning at every train size both families were run at, on the seeds both ran."""
+    runs = with_costs(runs)
     out = []
-    for size, rows in summary.groupby("train_size"):
-        heads, tunes = rows[rows["kind"] == "head"], rows[rows["kind"] == "finetune"]
+    for size, rows in runs.groupby("train_size"):
+        kinds = rows["kind"].map(family)
+        heads, tunes = rows[kinds == "transfer"], rows[kinds == "finetune"]
         if heads.empty or tunes.empty:
             continue
-        tl, ft = _best(heads), _best(tunes)
-        spread = float(np.sqrt(np.nansum([tl["test_accuracy_std"] ** 2, ft["test_accuracy_std"] ** 2])))
-        spread = max(spread, sampling_error(tl, ft))
-        cost_tl = tl["train_seconds_mean"] + extraction_seconds
-        out.append(Verdict(int(size), tl["strategy"], ft["strategy"],
-                           float(ft["test_accuracy_mean"] - tl["test_accuracy_mean"]), max(spread, tie_margin),
-                           float(ft["train_seconds_mean"] / cost_tl) if cost_tl > 0 else float("inf")))
+        tl, ft = chosen_on_validation(heads), chosen_on_validation(tunes)
+        seeds = sorted(set(rows.loc[rows["strategy"] == tl, "seed"]) & set(rows.loc[rows["strategy"] == ft, "seed"]))
+        if not seeds:
+            continue
+        lead = paired_lead(correctness(rows, ft, seeds), correctness(rows, tl, seeds))
+        cost = {s: rows.loc[rows["strategy"] == s, "cost_to_train_seconds"].mean() for s in (tl, ft)}
+        val_size = int(rows["val_size"].iloc[0]) if "val_size" in rows else None
+        out.append(Verdict(int(size), tl, ft, {"transfer": sorted(heads["strategy"].unique()),
+                                               "finetune": sorted(tunes["strategy"].unique())},
+                           lead, tie_margin, float(cost[ft] / cost[tl]) if cost[tl] > 0 else float("inf"),
+                           val_size))
     return sorted(out, key=lambda v: v.train_size)
 
 
 def crossover(found: list[Verdict]) -> int | None:
-    """The smallest train size from which fine-tuning leads beyond noise at every larger size."""
+    """The smallest train size from which fine-tuning wins at every larger measured size."""
     size = None
     for v in reversed(found):
         if v.winner != "finetune":
@@ -90,33 +126,58 @@ def _points(x: float) -> str:
     return f"{abs(x) * 100:.1f} points"
 
 
-def _sentence(v: Verdict) -> str:
-    ratio = f"{v.compute_ratio:.0f}x" if v.compute_ratio >= 10 else f"{v.compute_ratio:.1f}x"
+def _ratio(r: float) -> str:
+    return f"{r:.0f}x" if r >= 10 else f"{r:.1f}x"
+
+
+def evidence(v: Verdict) -> str:
+    """One size's verdict with its interval and p-value, in words."""
+    interval = (f"{100 * v.lead:+.1f} points, 95% CI [{100 * v.paired.low:+.1f}, {100 * v.paired.high:+.1f}], "
+                f"McNemar p={v.paired.p_value:.2g}")
+    seeds = "1 seed, provisional" if v.provisional else f"{v.paired.seeds} seeds"
     if v.winner == "tie":
-        return (f"with {v.train_size} labels, {v.transfer} and {v.finetune} are tied "
-                f"({v.finetune} {'+' if v.lead >= 0 else '-'}{_points(v.lead)}, within the noise (seeds' spread, test-set sampling error) of "
-                f"{_points(v.noise)}), and {v.finetune} costs {ratio} the training compute")
-    if v.winner == "finetune":
-        return (f"with {v.train_size} labels, {v.finetune} leads {v.transfer} by {_points(v.lead)} "
-                f"(beyond the spread of {_points(v.noise)}) at {ratio} the training compute")
-    return (f"with {v.train_size} labels, {v.transfer} beats {v.finetune} by {_points(v.lead)} "
-            f"(beyond the spread of {_points(v.noise)}), and {v.finetune} takes {ratio} the training compute")
+        claim = f"{v.transfer} and {v.finetune} are tied"
+    elif v.winner == "finetune":
+        claim = f"{v.finetune} beats {v.transfer}"
+    else:
+        claim = f"{v.transfer} beats {v.finetune}"
+    return (f"with {v.train_size} labels {claim} ({interval}; {seeds}); {v.finetune} costs "
+            f"{_ratio(v.compute_ratio)} {v.transfer}'s training")
+
+
+def advice(v: Verdict) -> str:
+    """What to use at this size: the winner; on a tie, the cheaper to train."""
+    if v.winner == "finetune" or (v.winner == "tie" and v.compute_ratio < 1):
+        return "fine-tune"
+    return "transfer learning"
+
+
+def _sizes(sizes: list[int]) -> str:
+    return f"{sizes[0]} labels" if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]} labels"
+
+
+def _why(group: list[Verdict], use: str) -> str:
+    winners = {v.winner for v in group}
+    if winners == {"finetune" if use == "fine-tune" else "transfer"}:
+        return "it wins beyond noise"
+    if winners == {"tie"}:
+        return "tied, and it costs less to train"
+    return "it wins beyond noise or ties and costs less"
 
 
 def recommendation(found: list[Verdict]) -> str:
-    """Plain words: what to use up to the crossover, what from it on, and why."""
+    """Plain words: for each run of consecutive sizes with the same advice, what to use and why,
+    then the evidence per size. Never more than the verdicts say."""
     if not found:
         return "No train size has both a transfer-learning and a fine-tuning run to compare."
-    cross = crossover(found)
-    if cross is None:
-        cost = ("and it costs less" if all(v.compute_ratio > 1 for v in found) else
-                "and, with feature extraction counted in full, it costs about as much as fine-tuning here "
-                "(extraction is paid once for every head trained on these features)")
-        advice = ("Use transfer learning (a frozen backbone with a trained head): fine-tuning does not "
-                  f"beat it beyond noise at any measured size, {cost}.")
-    elif cross == found[0].train_size:
-        advice = (f"Fine-tune: {found[0].finetune} leads at every measured size, from {cross} labels on.")
-    else:
-        advice = (f"Up to {max(v.train_size for v in found if v.train_size < cross)} labels use transfer "
-                  f"learning; from {cross} labels on, fine-tuning leads beyond noise.")
-    return advice + " Evidence: " + "; ".join(_sentence(v) for v in found) + "."
+    groups: list[list[Verdict]] = []
+    for v in found:
+        if groups and advice(groups[-1][-1]) == advice(v):
+            groups[-1].append(v)
+        else:
+            groups.append([v])
+    parts = [f"{_sizes([v.train_size for v in g])}: use {advice(g[0])} ({_why(g, advice(g[0]))})" for g in groups]
+    text = "; ".join(parts) + "."
+    if any(v.provisional for v in found):
+        text += " With one seed, training-seed variance was not measured: the verdict is provisional."
+    return text + " Evidence: " + "; ".join(evidence(v) for v in found) + "."

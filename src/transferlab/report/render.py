@@ -10,13 +10,41 @@ from pathlib import Path
 import pandas as pd
 
 from transferlab.atomic import atomic_path
+from transferlab.report.forecast import describe, fit_curve, forecast_crossover
 from transferlab.report.plots import accuracy_vs_compute, learning_curves
-from transferlab.report.recommend import crossover, recommendation, summarize, verdicts
+from transferlab.report.recommend import Verdict, crossover, recommendation, summarize, verdicts
 from transferlab.report.tables import seed_table
 
 
+def test_correctness(metrics_file: Path) -> list[bool]:
+    """Per test item, in the test split's order, whether the run got it right (its predictions.csv)."""
+    table = pd.read_csv(metrics_file.parent / "predictions.csv", usecols=["actual", "predicted"], dtype=str)
+    return (table["actual"] == table["predicted"]).tolist()
+
+
 def load_runs(metrics_files: list[Path]) -> pd.DataFrame:
-    return pd.DataFrame([{**json.loads(p.read_text()), "metrics_file": str(p)} for p in metrics_files])
+    return pd.DataFrame([{**json.loads(p.read_text()), "metrics_file": str(p), "test_correct": test_correctness(p)}
+                         for p in map(Path, metrics_files)])
+
+
+def forecasts(runs: pd.DataFrame, found: list[Verdict]) -> tuple[dict, str | None]:
+    """Saturating power-law curves of the two families' candidates at the largest size (>= 4 sizes),
+    and, when no crossover was observed, the forecast one up to 4x the largest size."""
+    if not found:
+        return {}, None
+    last = found[-1]
+    curves = {}
+    for strategy in dict.fromkeys([last.transfer, last.finetune]):
+        rows = runs[runs["strategy"] == strategy]
+        curve = fit_curve(rows["train_size"].to_numpy(float), rows["test_accuracy"].to_numpy(float))
+        if curve is not None:
+            curves[strategy] = curve
+    if len(curves) < 2:
+        return curves, None
+    if crossover(found) is not None or last.winner == "finetune":
+        return curves, None
+    start, stop = last.train_size, 4 * last.train_size
+    return curves, describe(forecast_crossover(curves[last.transfer], curves[last.finetune], start, stop), start, stop)
 
 
 def _write(path: Path, text: str | bytes) -> None:
@@ -30,15 +58,52 @@ def learning_curve(summary: pd.DataFrame) -> pd.DataFrame:
     return wide[list(dict.fromkeys(summary["strategy"]))].reset_index()
 
 
-def summary_metrics(summary: pd.DataFrame, cross: int | None, extraction_seconds: float) -> dict:
-    """Nested means per strategy and train size: the figures `dvc metrics show` / `dvc exp show` compare."""
-    out: dict = {"crossover": cross, "extraction_seconds": round(extraction_seconds, 3)}
+def verdict_record(v: Verdict) -> dict:
+    """One size's verdict as summary.json and build_report's result carry it."""
+    p = v.paired
+    return {"train_size": v.train_size, "transfer": v.transfer, "finetune": v.finetune, "candidates": v.candidates,
+            "winner": v.winner, "lead": round(v.lead, 4), "ci_low": round(p.low, 4), "ci_high": round(p.high, 4),
+            "ci_level": p.level, "p_value": round(p.p_value, 6), "per_seed_p": [round(x, 6) for x in p.per_seed_p],
+            "discordant": list(p.discordant), "seeds": p.seeds, "test_items": p.items,
+            "provisional": v.provisional, "val_size": v.val_size, "compute_ratio": round(v.compute_ratio, 3)}
+
+
+def summary_metrics(summary: pd.DataFrame, found: list[Verdict], extraction_seconds: float,
+                    forecast: str | None) -> dict:
+    """Nested means per strategy and train size, and the verdicts with their intervals: the figures
+    `dvc metrics show` / `dvc exp show` compare."""
+    out: dict = {"crossover": crossover(found), "extraction_seconds": round(extraction_seconds, 3),
+                 "forecast": forecast, "verdicts": {f"n{v.train_size}": verdict_record(v) for v in found}}
     for row in summary.itertuples():
         out.setdefault(row.strategy, {})[f"n{row.train_size}"] = {
             "test_accuracy": round(row.test_accuracy_mean, 4),
             "test_accuracy_std": None if pd.isna(row.test_accuracy_std) else round(row.test_accuracy_std, 4),
-            "gap": round(row.gap_mean, 4), "train_seconds": round(row.train_seconds_mean, 2)}
+            "val_accuracy": round(row.val_accuracy_mean, 4),
+            "gap": round(row.gap_mean, 4), "train_seconds": round(row.train_seconds_mean, 2),
+            "cost_to_train_seconds": round(row.cost_to_train_seconds_mean, 2),
+            "inference_seconds_per_1k": None if pd.isna(row.inference_seconds_per_1k_mean)
+            else round(row.inference_seconds_per_1k_mean, 3)}
     return out
+
+
+def per_size_table(found: list[Verdict]) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "train size": v.train_size, "val labels": v.val_size,
+        "candidates (chosen on val)": f"{', '.join(v.candidates['transfer'])} | {', '.join(v.candidates['finetune'])}",
+        "transfer": v.transfer, "fine-tune": v.finetune,
+        "lead (points), 95% CI": f"{100 * v.lead:+.1f} [{100 * v.paired.low:+.1f}, {100 * v.paired.high:+.1f}]",
+        "McNemar p": f"{v.paired.p_value:.2g}", "seeds": v.paired.seeds, "verdict": v.winner,
+        "compute ratio": round(v.compute_ratio, 1)} for v in found])
+
+
+def cost_ledger(summary: pd.DataFrame) -> pd.DataFrame:
+    """Every strategy's costs measured alike, at each size (means over seeds)."""
+    return pd.DataFrame([{
+        "strategy": r.strategy, "train size": r.train_size,
+        "cost to train (s)": round(r.cost_to_train_seconds_mean, 1), "of which training (s)": round(r.train_seconds_mean, 1),
+        "cost to label 1M items (s)": None if pd.isna(r.inference_seconds_per_1k_mean)
+        else round(1000 * r.inference_seconds_per_1k_mean, 0),
+        "peak memory (MB)": round(r.peak_memory_mb_mean, 0)} for r in summary.itertuples()])
 
 
 def build_report(runs: pd.DataFrame, out_dir: Path, title: str, extraction_seconds: float = 0.0,
@@ -47,29 +112,29 @@ def build_report(runs: pd.DataFrame, out_dir: Path, title: str, extraction_secon
     summary.json; returns the verdict summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize(runs)
-    found = verdicts(summary, extraction_seconds, tie_margin)
+    found = verdicts(runs, tie_margin)
     cross = crossover(found)
-    advice = recommendation(found)
+    curves, forecast = forecasts(runs, found)
+    advice = recommendation(found) + (f" Forecast: {forecast}." if forecast else "")
     table = seed_table(summary, runs, extraction_seconds)
-    plots = {"learning_curves.png": learning_curves(summary),
-             "accuracy_vs_compute.png": accuracy_vs_compute(summary, extraction_seconds)}
+    plots = {"learning_curves.png": learning_curves(summary, curves),
+             "accuracy_vs_compute.png": accuracy_vs_compute(summary)}
     for name, png in plots.items():
         _write(out_dir / name, png)
+    runs = runs.drop(columns=["test_correct"])
     _write(out_dir / "runs.csv", runs.to_csv(index=False))
     _write(out_dir / "learning_curve.csv", learning_curve(summary).to_csv(index=False))
-    _write(out_dir / "summary.json", json.dumps(summary_metrics(summary, cross, extraction_seconds), indent=2) + "\n")
-    crossing = (f"Fine-tuning overtakes transfer learning from **{cross}** labels." if cross is not None
-                else "Fine-tuning does not overtake transfer learning (beyond noise) in the measured range.")
-    per_size = pd.DataFrame([{"train size": v.train_size, "best transfer": v.transfer,
-                              "best fine-tune": v.finetune, "lead (points)": round(100 * v.lead, 2),
-                              "noise (points)": round(100 * v.noise, 2), "verdict": v.winner,
-                              "compute ratio": round(v.compute_ratio, 1)} for v in found])
+    _write(out_dir / "summary.json", json.dumps(summary_metrics(summary, found, extraction_seconds, forecast), indent=2) + "\n")
+    crossing = (f"Fine-tuning wins beyond noise from **{cross}** labels on." if cross is not None
+                else "Fine-tuning does not win beyond noise at every size from some size on in the measured range.")
+    per_size = per_size_table(found)
+    ledger = cost_ledger(summary)
     md = "\n\n".join([
         f"# {title}", "## Recommendation", advice, crossing,
         "## The comparison, measured", table.to_markdown(),
-        "## Transfer vs fine-tuning at each train size", per_size.to_markdown(index=False),
-        f"Feature extraction (once per backbone and data, shared by every head-only run): "
-        f"{extraction_seconds:.1f} s.",
+        "## Transfer vs fine-tuning at each train size", VERDICT_RULE, per_size.to_markdown(index=False),
+        "## Cost ledger", LEDGER_NOTE, ledger.to_markdown(index=False),
+        f"Feature extraction of every distinct input of this grid once: {extraction_seconds:.1f} s.",
         "## Plots", "![learning curves](learning_curves.png)", "![accuracy vs compute](accuracy_vs_compute.png)",
         "## Runs", runs.drop(columns=["metrics_file"], errors="ignore").to_markdown(index=False),
     ]) + "\n"
@@ -79,8 +144,10 @@ def build_report(runs: pd.DataFrame, out_dir: Path, title: str, extraction_secon
     body = (f"<h1>{html.escape(title)}</h1><h2>Recommendation</h2><p id='recommendation'>{html.escape(advice)}</p>"
             f"<p id='crossover'>{html.escape(crossing.replace('**', ''))}</p>"
             f"<h2>The comparison, measured</h2>{table.to_html(table_id='seed-table')}"
-            f"<h2>Transfer vs fine-tuning at each train size</h2>{per_size.to_html(index=False, table_id='verdicts')}"
-            f"<p>Feature extraction, shared by every head-only run: {extraction_seconds:.1f} s.</p>"
+            f"<h2>Transfer vs fine-tuning at each train size</h2><p>{html.escape(VERDICT_RULE)}</p>"
+            f"{per_size.to_html(index=False, table_id='verdicts')}"
+            f"<h2>Cost ledger</h2><p>{html.escape(LEDGER_NOTE)}</p>{ledger.to_html(index=False, table_id='ledger')}"
+            f"<p>Feature extraction of every distinct input of this grid once: {extraction_seconds:.1f} s.</p>"
             f"<h2>Plots</h2>{images}<h2>Runs</h2>"
             f"{runs.drop(columns=['metrics_file'], errors='ignore').to_html(index=False, table_id='runs')}")
     style = ("body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"
@@ -89,5 +156,16 @@ def build_report(runs: pd.DataFrame, out_dir: Path, title: str, extraction_secon
     _write(out_dir / "report.html", f"<!doctype html><html><head><meta charset='utf-8'><title>"
                                     f"{html.escape(title)}</title><style>{style}</style></head>"
                                     f"<body>{body}</body></html>\n")
-    return {"crossover": cross, "recommendation": advice,
-            "verdicts": [{**v.__dict__, "winner": v.winner} for v in found]}
+    return {"crossover": cross, "recommendation": advice, "forecast": forecast,
+            "verdicts": [verdict_record(v) for v in found]}
+
+
+VERDICT_RULE = ("Each family's candidate is the strategy with the best mean validation accuracy; the test set "
+                "only judges the two chosen, on the same test items. The lead's 95% interval is a paired "
+                "bootstrap (seeds, then items); a win needs it to exclude 0 and the lead to reach the tie "
+                "margin, else it is a tie. McNemar's exact p (discordant items summed over seeds) is shown beside it. "
+                "With 2-3 seeds the interval is optimistic about seed-to-seed variation.")
+LEDGER_NOTE = ("Cost to train: training (LP-FT: probe and fine-tuning, every attempt) plus extracting the "
+               "features of the items it trains and validates on (strategies that use cached features), at "
+               "the rate this backbone measured. Cost to label 1M items: inference at the measured test-set "
+               "rate (heads: extraction plus the head). Test-set evaluation is nobody's training cost.")

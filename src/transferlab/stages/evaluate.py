@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +19,36 @@ from transferlab.inference import feature_logits, input_logits
 from transferlab.models import TrainedModel, load_trained
 
 
-def split_logits(model: TrainedModel, data_dir: Path, features_dir: Path | None) -> dict[str, torch.Tensor]:
+def split_logits(model: TrainedModel, data_dir: Path, features_dir: Path | None) -> tuple[dict, float]:
     """Logits per split, in the split's row order: a head on the cached features, a fine-tuned
-    model on the raw inputs."""
+    model on the raw inputs; and the seconds the test split took (what labelling new items costs)."""
     cfg = model.cfg
-    if model.card["kind"] == "head":
-        return {s: feature_logits(model.module, load_features(features_dir, s), cfg.trainer) for s in SPLITS}
-    column = model.module.backbone.input_column
-    return {s: input_logits(model.module, read_split(data_dir, s)[column].tolist(),
-                            model.strategy.budget.batch_size, cfg.trainer) for s in SPLITS}
+    logits, seconds = {}, {}
+    for s in SPLITS:
+        started = time.perf_counter()
+        if model.card["kind"] == "head":
+            logits[s] = feature_logits(model.module, load_features(features_dir, s), cfg.trainer)
+        else:
+            column = model.module.backbone.input_column
+            logits[s] = input_logits(model.module, read_split(data_dir, s)[column].tolist(),
+                                     model.strategy.budget.batch_size, cfg.trainer)
+        seconds[s] = time.perf_counter() - started
+    return logits, seconds["test"]
+
+
+def cost_ledger(model: TrainedModel, features_dir: Path | None, rows: dict[str, int], test_seconds: float) -> dict:
+    """The same costs for every strategy: training (every attempt; LP-FT: probe too) plus extracting
+    the items it trains and validates on, at this backbone's measured rate, when it uses cached
+    features; inference per 1,000 items from the test split (heads: extraction + the head)."""
+    rate = 0.0
+    if features_dir is not None and (Path(features_dir) / "meta.json").is_file():
+        rate = json.loads((Path(features_dir) / "meta.json").read_text()).get("seconds_per_item", 0.0)
+    uses_features = model.strategy.needs_features
+    extraction = rate * (rows["train"] + rows["val"]) if uses_features else 0.0
+    per_item = test_seconds / max(1, rows["test"]) + (rate if model.card["kind"] == "head" else 0.0)
+    return {"extraction_seconds": round(extraction, 3),
+            "cost_to_train_seconds": round(model.card["train_seconds"] + extraction, 3),
+            "inference_seconds_per_1k": round(1000 * per_item, 4)}
 
 
 def identify_rows(frame: pd.DataFrame) -> dict[str, pd.Series]:
@@ -41,7 +64,8 @@ def run(data_dir: str | Path, features_dir: str | Path | None, model_dir: str | 
     data_dir, model_dir, out_dir = Path(data_dir), Path(model_dir), Path(out_dir)
     model = load_trained(model_dir)
     card = model.card
-    logits = split_logits(model, data_dir, Path(features_dir) if features_dir else None)
+    features_dir = Path(features_dir) if features_dir else None
+    logits, test_seconds = split_logits(model, data_dir, features_dir)
     truth = {s: labels_of(data_dir, s).numpy() for s in SPLITS}
     pred = {s: logits[s].argmax(-1).numpy() for s in SPLITS}
     names, ids = card["labels"], list(range(len(card["labels"])))
@@ -50,6 +74,7 @@ def run(data_dir: str | Path, features_dir: str | Path | None, model_dir: str | 
         "kind": card["kind"],
         "seed": card["seed"],
         "train_size": int(len(truth["train"])),
+        "val_size": int(len(truth["val"])),
         "test_size": int(len(truth["test"])),
         "test_accuracy": accuracy_score(truth["test"], pred["test"]),
         "test_macro_f1": f1_score(truth["test"], pred["test"], average="macro", labels=ids, zero_division=0),
@@ -60,6 +85,7 @@ def run(data_dir: str | Path, features_dir: str | Path | None, model_dir: str | 
         "train_seconds": card["train_seconds"],
         "peak_memory_mb": card["peak_memory_mb"],
         "epochs": card["epochs"],
+        **cost_ledger(model, features_dir, {s: len(truth[s]) for s in SPLITS}, test_seconds),
         "trained_groups": " ".join(card["trained_groups"]) or "head only",
     }
     metrics = {k: round(float(v), 6) if isinstance(v, (float, np.floating)) else v for k, v in metrics.items()}
