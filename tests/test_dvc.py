@@ -113,10 +113,10 @@ def assert_comparison(repo):
 
 
 def run_queue(repo, timeout: float = 600) -> str:
-    """`dvc queue start -j 1`, then `dvc queue status` until nothing is queued or running; the worker
+    """`dvc queue start -j 2` (the two experiments at once), then `dvc queue status` until nothing is queued or running; the worker
     exits by itself once the queue is empty. It keeps the start command's stdout open until then, so
     that output is not read. (No `dvc queue stop`: sent to no live worker, it stops the next one.)"""
-    dvc(repo, "queue", "start", "-j", "1", capture=False)
+    dvc(repo, "queue", "start", "-j", "2", capture=False)
     deadline = time.time() + timeout
     while re.search(r"\b(Queued|Running)\b|\b[1-9]\d* active\b", status := dvc(repo, "queue", "status")):
         assert time.time() < deadline, status
