@@ -112,12 +112,19 @@ def assert_comparison(repo):
                                    for m in runs.values())
 
 
-def run_queue(repo, timeout: float = 600) -> str:
-    """`dvc queue start -j 2` (the two experiments at once), then `dvc queue status` until nothing is queued or running; the worker
-    exits by itself once the queue is empty. It keeps the start command's stdout open until then, so
-    that output is not read. (No `dvc queue stop`: sent to no live worker, it stops the next one.)"""
+def run_queue(repo, names: list[str], timeout: float = 600) -> str:
+    """`dvc queue start -j 2` (the two experiments at once), `dvc queue logs --follow` of each until it
+    ends (one waiting process each, not a poll every few seconds: every dvc command costs seconds of
+    CPU), then `dvc queue status` until no worker is left; a worker exits by itself once the queue is
+    empty. The start command keeps its stdout open until then, so that output is not read. (No
+    `dvc queue stop`: sent to no live worker, it stops the next one.)"""
     dvc(repo, "queue", "start", "-j", "2", capture=False)
     deadline = time.time() + timeout
+    for name in names:
+        while "Queued" in (line := next((l for l in dvc(repo, "queue", "status").splitlines() if name in l), "")):
+            assert time.time() < deadline, line
+            time.sleep(2)
+        dvc(repo, "queue", "logs", "--follow", name)
     while re.search(r"\b(Queued|Running)\b|\b[1-9]\d* active\b", status := dvc(repo, "queue", "status")):
         assert time.time() < deadline, status
         time.sleep(2)
@@ -132,7 +139,7 @@ def assert_queued_grid(repo):
     out = dvc(repo, "exp", "run", "--queue", "-S", "strategy.C=0.1,10", "-S", "strategy.max_epochs=3")
     queued = re.findall(r"Queued experiment '([\w-]+)'", out)
     assert len(queued) == 2
-    status = run_queue(repo)
+    status = run_queue(repo, queued)
     for name in queued:
         assert re.search(rf"{name}\s+.*\bSuccess\b", status), status + dvc(repo, "queue", "logs", name)
         assert ran(dvc(repo, "queue", "logs", name)) == ["train", "evaluate"]
