@@ -101,3 +101,25 @@ def test_amortised_extraction_cost_is_the_same_from_a_cold_or_a_warm_cache(cfg):
     assert cold == warm > 0
     smaller = extract.amortised_seconds(cfg.backbone, cfg.extract, [root / "subset"], features)
     assert 0 < smaller < cold  # the subset has fewer distinct inputs
+
+
+def test_an_entry_is_priced_at_the_rate_its_own_items_were_embedded(cfg, tmp_path):
+    """One store, two data sets: each entry's seconds_per_item is the rate of the batches that
+    embedded its items (the extraction rate per backbone x data set), not the store's average;
+    the backbone's load time is measured apart."""
+    cfg, root = cfg
+    assert extract.entry_rate({}, [{"rows": [0, 4], "seconds_per_item": 1.0},
+                                   {"rows": [4, 8], "seconds_per_item": 3.0}], torch.tensor([5, 6, 1, 1])) == \
+        pytest.approx((3.0 + 3.0 + 1.0) / 3)  # each distinct item once
+    other = tmp_path / "other.csv"
+    pd.DataFrame({"text": [f"a much longer text number {i} " * 4 for i in range(30)],
+                  "topic": ["x", "y", "z"] * 10}).to_csv(other, index=False)
+    data_b = prepare.run(OmegaConf.merge(cfg.data, {"path": str(other)}), cfg.seed, tmp_path / "b")
+    a = extract.run(cfg.backbone, cfg.extract, root / "data", tmp_path / "store")
+    b = extract.run(cfg.backbone, cfg.extract, data_b, tmp_path / "store")
+    meta_a, meta_b = (json.loads((e / "meta.json").read_text()) for e in (a, b))
+    store = json.loads((tmp_path / "store" / "items" / meta_a["store"] / "meta.json").read_text())
+    assert [x["seconds_per_item"] for x in store["batches"]] == pytest.approx([meta_a["seconds_per_item"],
+                                                                             meta_b["seconds_per_item"]])
+    assert meta_a["seconds_per_item"] != meta_b["seconds_per_item"]
+    assert meta_a["load_seconds"] > 0 and "batches" not in meta_a

@@ -301,7 +301,7 @@ TRAINABLE = ("head", "all", "last_n", "lora")
 # torch; a test keeps them equal. A sweep should optimise a val_ or train_ one: tuning on test
 # leaks the test set into the choice.
 METRICS = ("test_accuracy", "test_macro_f1", "train_accuracy", "val_accuracy", "trainable_params",
-           "total_params", "train_seconds", "peak_memory_mb", "epochs", "extraction_seconds",
+           "total_params", "train_seconds", "peak_memory_mb", "epochs", "backbone_load_seconds", "extraction_seconds",
            "cost_to_train_seconds", "inference_seconds_per_1k")
 
 

@@ -5,6 +5,8 @@ order their outputs alike."""
 
 from __future__ import annotations
 
+import time
+
 import lightning.pytorch as L
 import torch
 from hydra.utils import instantiate
@@ -35,11 +37,15 @@ def features_of(model: Backbone, items: list, batch_size: int, precision: str,
 
 
 def embed(backbone: DictConfig, extract: DictConfig, items: list) -> tuple[torch.Tensor, dict]:
-    """Features of `items` with the frozen backbone, and its facts."""
+    """Features of `items` with the frozen backbone, and its facts: the seconds loading it and
+    embedding took, apart (a cost ledger charges them separately)."""
+    started = time.perf_counter()
     model = build_backbone(backbone)
     freeze(model)
+    loaded = time.perf_counter()
     features = features_of(model, items, extract.batch_size, extract.precision)
-    return features, {"feature_dim": model.feature_dim, "backbone_params": count_parameters(model)[1]}
+    return features, {"feature_dim": model.feature_dim, "backbone_params": count_parameters(model)[1],
+                      "load_seconds": round(loaded - started, 3), "embed_seconds": time.perf_counter() - loaded}
 
 
 def predict_logits(module: L.LightningModule, loader: DataLoader, trainer_cfg: DictConfig) -> torch.Tensor:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from pathlib import Path
 
 import lightning.pytorch as L
@@ -99,7 +100,9 @@ def fit_finetune(cfg: DictConfig, strategy: Strategy, data_dir: Path, features_d
     training time counts every attempt (TrainClock)."""
     labels = json.loads((data_dir / "labels.json").read_text())
     L.seed_everything(cfg.seed, verbose=False)
+    started = time.perf_counter()
     module = build_finetune_module(cfg, strategy, len(labels))
+    load_seconds = time.perf_counter() - started  # the backbone from disk: the cost ledger's load
     resume = checked_resume(model_dir, module)  # a killed run's last.ckpt, checked to be this model's
     if strategy.probe is not None and resume is None:  # a resumed run's checkpoint holds the head already
         start_from_probe(cfg, strategy.probe, module, data_dir, features_dir, model_dir)
@@ -120,4 +123,5 @@ def fit_finetune(cfg: DictConfig, strategy: Strategy, data_dir: Path, features_d
     earlier = fit.pop("earlier_attempts_seconds")
     resumed |= {"earlier_attempts_seconds": round(earlier, 3)} if earlier else {}
     return write_model_card(model_dir, cfg, strategy, labels, module.backbone.feature_dim, meter, fit.pop("train_seconds"),
-                            fit, trained, trainable_params=trainable, total_params=total, **resumed)
+                            fit, trained, trainable_params=trainable, total_params=total,
+                            backbone_load_seconds=round(load_seconds, 3), **resumed)

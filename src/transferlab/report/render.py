@@ -165,7 +165,8 @@ VERDICT_RULE = ("Each family's candidate is the strategy with the best mean vali
                 "bootstrap (seeds, then items); a win needs it to exclude 0 and the lead to reach the tie "
                 "margin, else it is a tie. McNemar's exact p (discordant items summed over seeds) is shown beside it. "
                 "With 2-3 seeds the interval is optimistic about seed-to-seed variation.")
-LEDGER_NOTE = ("Cost to train: training (LP-FT: probe and fine-tuning, every attempt) plus extracting the "
-               "features of the items it trains and validates on (strategies that use cached features), at "
-               "the rate this backbone measured. Cost to label 1M items: inference at the measured test-set "
+LEDGER_NOTE = ("Cost to train: loading the backbone (for extraction and/or fine-tuning), extracting the "
+               "features of the items it trains and validates on (strategies that use cached features) at "
+               "the rate this backbone measured on this data set, and training (LP-FT: probe and "
+               "fine-tuning, every attempt). Cost to label 1M items: inference at the measured test-set "
                "rate (heads: extraction plus the head). Test-set evaluation is nobody's training cost.")

@@ -37,17 +37,20 @@ def split_logits(model: TrainedModel, data_dir: Path, features_dir: Path | None)
 
 
 def cost_ledger(model: TrainedModel, features_dir: Path | None, rows: dict[str, int], test_seconds: float) -> dict:
-    """The same costs for every strategy: training (every attempt; LP-FT: probe too) plus extracting
-    the items it trains and validates on, at this backbone's measured rate, when it uses cached
-    features; inference per 1,000 items from the test split (heads: extraction + the head)."""
-    rate = 0.0
+    """The same costs for every strategy: loading the backbone (for its features, for fine-tuning:
+    LP-FT both), extracting the items it trains and validates on at the rate this backbone measured
+    on this data, when it uses cached features, and training (every attempt; LP-FT: probe too);
+    inference per 1,000 items from the test split (heads: extraction + the head)."""
+    facts = {}
     if features_dir is not None and (Path(features_dir) / "meta.json").is_file():
-        rate = json.loads((Path(features_dir) / "meta.json").read_text()).get("seconds_per_item", 0.0)
+        facts = json.loads((Path(features_dir) / "meta.json").read_text())
+    rate = facts.get("seconds_per_item", 0.0)
     uses_features = model.strategy.needs_features
     extraction = rate * (rows["train"] + rows["val"]) if uses_features else 0.0
+    load = model.card.get("backbone_load_seconds", 0.0) + (facts.get("load_seconds", 0.0) if uses_features else 0.0)
     per_item = test_seconds / max(1, rows["test"]) + (rate if model.card["kind"] == "head" else 0.0)
-    return {"extraction_seconds": round(extraction, 3),
-            "cost_to_train_seconds": round(model.card["train_seconds"] + extraction, 3),
+    return {"backbone_load_seconds": round(load, 3), "extraction_seconds": round(extraction, 3),
+            "cost_to_train_seconds": round(load + extraction + model.card["train_seconds"], 3),
             "inference_seconds_per_1k": round(1000 * per_item, 4)}
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -50,14 +49,16 @@ def update_store(cache: FeatureCache, store_key: str, backbone: DictConfig, extr
         missing = {item_digest(x): x for x in items if item_digest(x) not in index}
         if not missing and known:
             return index, features, {**known, "extract_seconds": 0.0, "items_embedded": 0}
-        started = time.perf_counter()
         new, facts = embed(backbone, extract, list(missing.values()))
-        seconds = time.perf_counter() - started
+        seconds = facts.pop("embed_seconds")
         digests = [d for d, _ in sorted(index.items(), key=lambda kv: kv[1])] + list(missing)
         features = new if features is None else torch.cat([features, new])
         cache.save_items(store_key, digests, features)
         total_seconds = known.get("total_seconds", 0.0) + seconds
-        facts.update(extract_seconds=round(seconds, 3), items_embedded=len(missing),
+        # rows are appended batch by batch: each batch's own rate prices the items it embedded
+        batches = known.get("batches", []) + [{"rows": [len(index), len(digests)],
+                                               "seconds_per_item": seconds / len(missing)}]
+        facts.update(extract_seconds=round(seconds, 3), items_embedded=len(missing), batches=batches,
                      total_seconds=round(total_seconds, 3), seconds_per_item=total_seconds / len(digests))
         write_json(facts_path, facts)
         return {d: i for i, d in enumerate(digests)}, features, facts
@@ -75,6 +76,24 @@ def amortised_seconds(backbone: DictConfig, extract: DictConfig, data_dirs: list
     return round(len(distinct) * json.loads(facts_path.read_text()).get("seconds_per_item", 0.0), 3)
 
 
+def known_batches(cache: FeatureCache, store_key: str) -> list[dict]:
+    facts_path = cache.store(store_key) / "meta.json"
+    return json.loads(facts_path.read_text()).get("batches", []) if facts_path.is_file() else []
+
+
+def entry_rate(facts: dict, batches: list[dict], rows: torch.Tensor) -> float:
+    """Seconds per item of this data's own items, at the rates the batches that embedded them
+    measured: the extraction rate of this backbone on this data set, not on everything it embedded
+    (a store from before batches were kept: its average rate)."""
+    if not batches:
+        return facts.get("seconds_per_item", 0.0)
+    rate = torch.zeros(int(rows.max()) + 1 if len(rows) else 0, dtype=torch.float64)
+    for batch in batches:
+        start, end = batch["rows"]
+        rate[start:min(end, len(rate))] = batch["seconds_per_item"]
+    return float(rate[rows.unique()].mean())
+
+
 def run(backbone: DictConfig, extract: DictConfig, data_dir: str | Path, cache_root: str | Path) -> Path:
     """Returns the entry holding `<split>.safetensors` + meta.json; inputs already embedded with
     this backbone (by any earlier split, subset or seed) are looked up, not recomputed."""
@@ -88,10 +107,12 @@ def run(backbone: DictConfig, extract: DictConfig, data_dir: str | Path, cache_r
         store_key = backbone_key(backbone, extract)
         index, features, facts = update_store(cache, store_key, backbone, extract,
                                               [x for s in SPLITS for x in items[s]])
+        rows = {s: torch.tensor([index[item_digest(x)] for x in items[s]], dtype=torch.long) for s in SPLITS}
         for split in SPLITS:
-            rows = torch.tensor([index[item_digest(x)] for x in items[split]], dtype=torch.long)
-            cache.save(key, split, features[rows], {"split": split})
+            cache.save(key, split, features[rows[split]], {"split": split})
+        facts = {k: v for k, v in facts.items() if k != "batches"}
         write_json(cache.entry(key) / "meta.json",
                    {"backbone": OmegaConf.to_container(backbone), "precision": extract.precision,
-                    "store": store_key, **facts})
+                    "store": store_key, **facts, "seconds_per_item": entry_rate(facts, known_batches(cache, store_key),
+                                                                                torch.cat(list(rows.values())))})
     return cache.entry(key)
