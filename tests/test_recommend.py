@@ -134,3 +134,8 @@ def test_no_sentence_contradicts_a_verdict(pattern):
         assert said.startswith("finetune_full beats") == (v.winner == "finetune")
     cross = crossover(found)
     assert cross is None or all(v.winner == "finetune" for v in found if v.train_size >= cross)
+
+
+def test_few_validation_labels_are_said():
+    found = verdicts(grid({200: {"linear_probe": 0.80, "finetune_full": 0.90}}))
+    assert found[0].val_size == 50 and "chosen on 50 validation labels" in recommendation(found)

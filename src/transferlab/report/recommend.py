@@ -17,6 +17,7 @@ import pandas as pd
 
 from transferlab.report.paired import PairedLead, paired_lead
 
+FEW_VAL_LABELS = 100  # below this many validation labels, choosing between candidates is itself noisy
 METRICS = ("test_accuracy", "test_macro_f1", "val_accuracy", "gap", "train_seconds", "peak_memory_mb",
            "cost_to_train_seconds", "inference_seconds_per_1k")
 
@@ -180,4 +181,8 @@ def recommendation(found: list[Verdict]) -> str:
     text = "; ".join(parts) + "."
     if any(v.provisional for v in found):
         text += " With one seed, training-seed variance was not measured: the verdict is provisional."
+    few = [v for v in found if v.val_size is not None and v.val_size < FEW_VAL_LABELS]
+    if few:
+        text += (f" Candidates were chosen on {few[0].val_size} validation labels at {few[0].train_size} labels"
+                 f"{' (and as few at other sizes)' if len(few) > 1 else ''}: with so few the choice is noisy.")
     return text + " Evidence: " + "; ".join(evidence(v) for v in found) + "."
