@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import json
 import threading
 import time
@@ -17,10 +19,23 @@ from lightning.pytorch.callbacks import Callback
 from transferlab.atomic import write_json
 
 
+def release_freed_memory() -> None:
+    """Hand memory that earlier work freed back to the OS (glibc keeps freed heap pages resident),
+    so that a block measured after, say, a fine-tune in the same process does not start from that
+    fine-tune's high-water mark: RSS then is about what is live."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim this way
+        pass
+
+
 class ResourceMeter:
     """Wall time and peak resident memory (MB) over a block; GPU peak allocation when on CUDA.
 
-    RSS is sampled in a thread because the CPU allocator has no high-water mark to read.
+    RSS is sampled in a thread because the CPU allocator has no high-water mark to read. Memory
+    freed before the block is released first (`release_freed_memory`), so a cell's peak depends on
+    the cell, not on what ran before it in the process.
     """
 
     def __init__(self, interval: float = 0.05):
@@ -37,6 +52,7 @@ class ResourceMeter:
             self._stop.wait(self.interval)
 
     def __enter__(self) -> "ResourceMeter":
+        release_freed_memory()
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         self._thread = threading.Thread(target=self._sample, daemon=True)
