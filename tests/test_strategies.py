@@ -10,6 +10,8 @@ expected number derived from the model, and on EfficientNet-Lite0 for the vision
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import lightning.pytorch as L
@@ -258,3 +260,6 @@ def test_lp_ft_starts_from_the_converged_probe(tmp_path):
         assert (fresh[k] - probe[k]).abs().max() > 0.1  # a fresh head is far from the probe...
         assert torch.allclose(tuned[k], probe[k], atol=1e-6)  # ...and the fine-tune's head is the probe's
     assert metrics["trainable_params"] == metrics["total_params"]
+    card, probe_card = (json.loads((tmp_path / "lp_ft" / d / "model.json").read_text()) for d in ("", "probe"))
+    assert card["probe_train_seconds"] == probe_card["train_seconds"] > 0  # the probe is LP-FT's training too
+    assert card["train_seconds"] > card["probe_train_seconds"]

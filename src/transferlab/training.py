@@ -122,6 +122,10 @@ def fit_finetune(cfg: DictConfig, strategy: Strategy, data_dir: Path, features_d
     resumed = {"resumed_after_epoch": resume[1]} if resume else {}
     earlier = fit.pop("earlier_attempts_seconds")
     resumed |= {"earlier_attempts_seconds": round(earlier, 3)} if earlier else {}
-    return write_model_card(model_dir, cfg, strategy, labels, module.backbone.feature_dim, meter, fit.pop("train_seconds"),
-                            fit, trained, trainable_params=trainable, total_params=total,
-                            backbone_load_seconds=round(load_seconds, 3), **resumed)
+    probe = {}
+    if strategy.probe is not None:  # LP-FT's training time is its probe's and its fine-tuning's
+        probe = {"probe_train_seconds": json.loads((model_dir / "probe" / "model.json").read_text())["train_seconds"]}
+    return write_model_card(model_dir, cfg, strategy, labels, module.backbone.feature_dim, meter,
+                            fit.pop("train_seconds") + probe.get("probe_train_seconds", 0.0), fit, trained,
+                            trainable_params=trainable, total_params=total,
+                            backbone_load_seconds=round(load_seconds, 3), **probe, **resumed)
