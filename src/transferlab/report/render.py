@@ -89,7 +89,8 @@ def summary_metrics(summary: pd.DataFrame, found: list[Verdict], extraction_seco
 def per_size_table(found: list[Verdict]) -> pd.DataFrame:
     return pd.DataFrame([{
         "train size": v.train_size, "val labels": v.val_size,
-        "candidates (chosen on val)": f"{', '.join(v.candidates['transfer'])} | {', '.join(v.candidates['finetune'])}",
+        "candidates (chosen on val)": f"transfer: {', '.join(v.candidates['transfer'])}; "
+                                      f"fine-tune: {', '.join(v.candidates['finetune'])}",
         "transfer": v.transfer, "fine-tune": v.finetune,
         "lead (points), 95% CI": f"{100 * v.lead:+.1f} [{100 * v.paired.low:+.1f}, {100 * v.paired.high:+.1f}]",
         "McNemar p": f"{v.paired.p_value:.2g}", "seeds": v.paired.seeds, "verdict": v.winner,
