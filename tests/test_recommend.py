@@ -139,3 +139,13 @@ def test_no_sentence_contradicts_a_verdict(pattern):
 def test_few_validation_labels_are_said():
     found = verdicts(grid({200: {"linear_probe": 0.80, "finetune_full": 0.90}}))
     assert found[0].val_size == 50 and "chosen on 50 validation labels" in recommendation(found)
+
+
+def test_runs_from_before_the_cost_ledger_still_get_a_verdict():
+    """A report over runs of older code (no val_size, no cost_to_train_seconds) beside new ones."""
+    runs = grid({200: {"linear_probe": 0.80, "finetune_full": 0.90}})
+    runs["cost_to_train_seconds"] = runs["train_seconds"] + 1.0
+    old = runs["seed"] == 0
+    runs.loc[old, ["val_size", "cost_to_train_seconds"]] = np.nan
+    (v,) = verdicts(runs)
+    assert v.val_size == 50 and np.isfinite(v.compute_ratio) and v.compute_ratio > 1

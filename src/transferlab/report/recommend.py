@@ -26,8 +26,8 @@ def with_costs(runs: pd.DataFrame) -> pd.DataFrame:
     """The overfitting gap (train - test accuracy of the kept checkpoint: val chose it, so train -
     val would be biased low) and the cost ledger's columns (older runs: training seconds only)."""
     runs = runs.assign(gap=runs["train_accuracy"] - runs["test_accuracy"])
-    if "cost_to_train_seconds" not in runs:
-        runs = runs.assign(cost_to_train_seconds=runs["train_seconds"])
+    runs = runs.assign(cost_to_train_seconds=runs.get("cost_to_train_seconds", runs["train_seconds"])
+                       .fillna(runs["train_seconds"]))
     if "inference_seconds_per_1k" not in runs:
         runs = runs.assign(inference_seconds_per_1k=np.nan)
     return runs
@@ -105,7 +105,8 @@ def verdicts(runs: pd.DataFrame, tie_margin: float = 0.005) -> list[Verdict]:
             continue
         lead = paired_lead(correctness(rows, ft, seeds), correctness(rows, tl, seeds))
         cost = {s: rows.loc[rows["strategy"] == s, "cost_to_train_seconds"].mean() for s in (tl, ft)}
-        val_size = int(rows["val_size"].iloc[0]) if "val_size" in rows else None
+        known = rows["val_size"].dropna() if "val_size" in rows else ()  # runs from before val_size: unknown
+        val_size = int(known.iloc[0]) if len(known) else None
         out.append(Verdict(int(size), tl, ft, {"transfer": sorted(heads["strategy"].unique()),
                                                "finetune": sorted(tunes["strategy"].unique())},
                            lead, tie_margin, float(cost[ft] / cost[tl]) if cost[tl] > 0 else float("inf"),
