@@ -127,7 +127,7 @@ def build_report(runs: pd.DataFrame, out_dir: Path, title: str, extraction_secon
     _write(out_dir / "learning_curve.csv", learning_curve(summary).to_csv(index=False))
     _write(out_dir / "summary.json", json.dumps(summary_metrics(summary, found, extraction_seconds, forecast), indent=2) + "\n")
     crossing = (f"Fine-tuning wins beyond noise from **{cross}** labels on." if cross is not None
-                else "Fine-tuning does not win beyond noise at every size from some size on in the measured range.")
+                else "No measured size from which fine-tuning wins at every larger one: see the advice per size.")
     per_size = per_size_table(found)
     ledger = cost_ledger(summary)
     md = "\n\n".join([
