@@ -81,30 +81,32 @@ def fit_summary(module: L.LightningModule, run_dir: Path) -> dict:
     return summary
 
 
-class BestAfterMinSteps(ModelCheckpoint):
-    """The best val_loss checkpoint among validations at or after `min_steps`: a model from before
-    the minimum budget is never the one kept."""
+class AfterMinSteps:
+    """A validation callback that acts only at or after `min_steps`: before the minimum budget a
+    model is neither kept nor counted against patience."""
+
+    min_steps: int = 0
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step >= self.min_steps:
+            super().on_validation_end(trainer, pl_module)
+
+
+class BestAfterMinSteps(AfterMinSteps, ModelCheckpoint):
+    """The best val_loss checkpoint among validations at or after `min_steps`."""
 
     def __init__(self, min_steps: int, **kwargs):
         super().__init__(monitor="val_loss", mode="min", save_top_k=1, filename="best",
                          save_on_train_epoch_end=False, **kwargs)
         self.min_steps = min_steps
 
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_step >= self.min_steps:
-            super().on_validation_end(trainer, pl_module)
 
-
-class EarlyStoppingAfterMinSteps(EarlyStopping):
+class EarlyStoppingAfterMinSteps(AfterMinSteps, EarlyStopping):
     """Early stopping on val_loss whose patience counts only validations at or after `min_steps`."""
 
     def __init__(self, min_steps: int, patience: int):
         super().__init__(monitor="val_loss", mode="min", patience=patience, check_on_train_epoch_end=False)
         self.min_steps = min_steps
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_step >= self.min_steps:
-            super().on_validation_end(trainer, pl_module)
 
 
 def processes(trainer: DictConfig) -> int:
