@@ -1,6 +1,6 @@
 """The bad-input catalogue: every mistake a user can make with data, config or files stops the same way.
 
-Each case asserts the exception type (through the Python API, fast) or, for three cases run as the
+Each case asserts the exception type (through the Python API, fast) or, for four cases run as the
 user runs them, a non-zero exit code and one `error:` line on stderr; that the message is one
 line naming the file, key or value and what is wrong; and that nothing was written and every
 earlier artifact is byte-for-byte as it was (a snapshot of the whole working folder, taken after
@@ -21,15 +21,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import PYTHON, QUICK_BUDGET, ROOT, topic_frame
+from conftest import PYTHON, QUICK_BUDGET, ROOT, run_cell, topic_config, topic_frame
 from omegaconf import OmegaConf
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from tiny_encoder import overrides as tiny_encoder
 
+from transferlab import predict
 from transferlab.config import (IMAGE_BACKBONES, IMAGE_SOURCES, TEXT_BACKBONES, TEXT_SOURCES, DataConfig,
                                 checked, compose, load_params)
 from transferlab.errors import ConfigError, DataError
+from transferlab.models import load_trained
 from transferlab.stages import extract, prepare, train
 
 Build = Callable[[Path], tuple[Callable[[], object], str]]  # tmp -> (the failing call, what it must name)
@@ -40,6 +42,7 @@ class Case:
     build: Build
     error: type[Exception]
     says: tuple[str, ...] = ()  # what the message must say besides the name
+    trained: bool = False  # the build predicts with the trained run, copied to tmp/"trained" first
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -54,6 +57,14 @@ def earlier(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("earlier")
     topic_frame().to_csv(root / "topics.csv", index=False)
     return prepare.run(data_cfg(root / "topics.csv"), 0, root / "prepared")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A real linear-probe run on the tiny encoder, trained once: what `transferlab predict` loads."""
+    root = tmp_path_factory.mktemp("trained")
+    run_cell(topic_config(root, "strategy=linear_probe"), root / "run")
+    return root / "run"
 
 
 def data_cfg(path: Path, **changes):
@@ -123,6 +134,28 @@ def unwritable_output(tmp: Path):
     return (lambda: prepare.run(data_cfg(tmp / "in" / "data.csv"), 0, out)), str(out)
 
 
+# --- prediction, as `transferlab predict` and the Python API run it on the trained run ----------
+
+def predicting(content: pd.DataFrame | bytes, column: str | None = None) -> Build:
+    """predict.predict (what `transferlab predict` runs) on new.csv holding `content`."""
+    def build(tmp: Path):
+        path = tmp / "in" / "new.csv"
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            content.to_csv(path, index=False)
+        return (lambda: predict.predict(tmp / "trained", path, column)), str(path)
+    return build
+
+
+def predicting_items(items: list) -> Build:
+    """predict.table on the user's own list, as the Python API calls it."""
+    def build(tmp: Path):
+        model = load_trained(tmp / "trained")
+        return (lambda: predict.table(model, items, [str(x) for x in items])), "input"
+    return build
+
+
 # --- configuration ------------------------------------------------------------------------------
 
 def overrides(*items: str) -> Build:
@@ -169,8 +202,6 @@ def trained_run(weights: dict[str, torch.Tensor] | bytes) -> Build:
             (run / "model.safetensors").write_bytes(weights)
         else:
             save_file(weights, str(run / "model.safetensors"))
-        from transferlab.models import load_trained
-
         return (lambda: load_trained(run)), str(run / "model.safetensors")
     return build
 
@@ -198,6 +229,8 @@ CASES = [
                       ("not UTF-8", "0xe9")), id="latin-1-encoding"),
     pytest.param(Case(table("text,topic\nhello,a\n".encode("utf-16")), DataError, ("not UTF-8",)),
                  id="utf-16-encoding"),
+    pytest.param(Case(table(b"text,topic\n" + frame(source="bbc").to_csv(index=False, header=False).encode()),
+                      DataError, ("more fields than the header",)), id="more-fields-than-header"),
     pytest.param(Case(table(topic_frame().rename(columns={"text": "body"})), DataError,
                       ("'text'", "data.text_column", "body")), id="missing-text-column"),
     pytest.param(Case(table(topic_frame().rename(columns={"topic": "category"})), DataError,
@@ -233,6 +266,29 @@ CASES = [
     pytest.param(Case(images(lambda png: b"\x89PNG\r\n\x1a\n not really one"), DataError,
                       ("cannot be read as an image",)), id="corrupt-image"),
     pytest.param(Case(images(None, count=0), DataError, ("no images found",)), id="image-folder-without-images"),
+    # prediction: the file given to `transferlab predict`
+    pytest.param(Case(predicting(b""), DataError, ("empty file",), trained=True), id="predict-empty-file"),
+    pytest.param(Case(predicting(b"text\n"), DataError, ("no rows",), trained=True), id="predict-header-only"),
+    pytest.param(Case(predicting(pd.DataFrame({"id": range(4), "text": ["The striker scored", "", "   ", "\t"]})),
+                      DataError, ("3 of 4 rows have an empty 'text'", "data rows 2, 3, 4"), trained=True),
+                 id="predict-blank-texts"),
+    pytest.param(Case(predicting(b"text,id\nThe striker scored,1\n,2\n"), DataError,
+                      ("1 of 2 rows have an empty 'text'", "data rows 2"), trained=True), id="predict-nan-text"),
+    pytest.param(Case(predicting(b"text\nsport,The striker scored\ntech,The new smartphone\n"), DataError,
+                      ("more fields than the header",), trained=True), id="predict-more-fields-than-header"),
+    pytest.param(Case(predicting("text\ncaf\xe9 au lait\n".encode("latin-1")), DataError,
+                      ("not UTF-8", "0xe9"), trained=True), id="predict-latin-1-encoding"),
+    pytest.param(Case(predicting(topic_frame().rename(columns={"text": "body"})), DataError,
+                      ("no column 'text'", "body"), trained=True), id="predict-missing-column"),
+    pytest.param(Case(predicting(topic_frame(), column="headline"), DataError,
+                      ("no column 'headline'", "text"), trained=True), id="predict-missing-named-column"),
+    # prediction: the Python API's own list
+    pytest.param(Case(predicting_items(["The striker scored", "  "]), DataError,
+                      ("1 of 2 items are blank", "positions 1"), trained=True), id="predict-blank-item"),
+    pytest.param(Case(predicting_items(["The striker scored", None, 3]), DataError,
+                      ("2 of 3 items are blank or not a str", "positions 1, 2"), trained=True),
+                 id="predict-item-not-text"),
+    pytest.param(Case(predicting_items([]), DataError, ("no items",), trained=True), id="predict-empty-list"),
     # configuration
     pytest.param(Case(overrides("data=nope"), ConfigError, ("unknown data", "bbc_news")), id="unknown-data"),
     pytest.param(Case(overrides("backbone=nope"), ConfigError, ("unknown backbone", "minilm")),
@@ -277,8 +333,11 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_bad_input_fails_in_one_line_and_writes_nothing(case: Case, tmp_path: Path, earlier: Path):
+def test_bad_input_fails_in_one_line_and_writes_nothing(case: Case, tmp_path: Path, earlier: Path,
+                                                        request: pytest.FixtureRequest):
     shutil.copytree(earlier, tmp_path / "prepared")  # an earlier run's artifact, to be left alone
+    if case.trained:
+        shutil.copytree(request.getfixturevalue("trained"), tmp_path / "trained")
     (tmp_path / "in").mkdir()
     act, named = case.build(tmp_path)
     before = snapshot(tmp_path)
@@ -395,3 +454,17 @@ def test_dvc_prepare_stage_misspelt_key_leaves_the_earlier_artifacts(tmp_path, e
     line = error_line(proc, prefix="transferlab prepare: error: ")
     assert str(tmp_path / "params.yaml") in line and "data.trian_size" in line
     assert snapshot(tmp_path) == before
+
+
+def test_cli_predict_on_a_header_only_csv(tmp_path, trained):
+    """`transferlab predict` as the user runs it: one error line, exit 2, no predictions file."""
+    new = tmp_path / "new.csv"
+    new.write_text("text\n")
+    out = tmp_path / "out" / "predictions.csv"
+    before = snapshot(tmp_path)
+    proc = subprocess.run([str(Path(PYTHON).parent / "transferlab"), "predict", str(trained), str(new),
+                           "-o", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    line = error_line(proc, prefix="transferlab predict: error: ")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert str(new) in line and "no rows" in line
+    assert not out.exists() and snapshot(tmp_path) == before

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Iterable
 
+import numpy as np
 import pandas as pd
 import torch
 from omegaconf import OmegaConf
@@ -12,13 +15,17 @@ from transferlab.backbones import backbone_class
 from transferlab.config import checked
 from transferlab.data.sources import read_table
 from transferlab.errors import DataError
-from transferlab.models import load_trained
+from transferlab.models import TrainedModel, load_trained
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 def read_inputs(path: Path, column: str) -> tuple[list, list[str]]:
-    """(inputs, row names) from a CSV/Parquet column, or from a folder of images."""
+    """(inputs, row names) from a CSV/Parquet column, or from a folder of images.
+
+    A file that holds nothing to label, or rows with no input, is refused in one line naming the
+    file and the rows: the model would fail on them mid-batch, or label a blank as some class.
+    """
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
@@ -26,21 +33,65 @@ def read_inputs(path: Path, column: str) -> tuple[list, list[str]]:
         return [f.read_bytes() for f in files], [str(f.relative_to(path)) for f in files]
     if not path.is_file():
         raise DataError(f"{path}: input file not found")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file")
     frame = read_table(path)
     if column not in frame.columns:
         raise DataError(f"{path}: no column '{column}'; columns are {list(frame.columns)}")
-    items = frame[column].tolist()
+    if frame.empty:
+        raise DataError(f"{path}: no rows to predict (the table has a header but no rows)")
+    items = [as_input(x) for x in frame[column]]
+    empty = [i for i, x in enumerate(items) if blank(x)]
+    if empty:
+        raise DataError(f"{path}: {len(empty)} of {len(items)} rows have an empty '{column}' "
+                        f"(data rows {listed(i + 1 for i in empty)}, counting from 1 below the header)")
     return items, [str(x) for x in items] if column == "text" else [str(i) for i in range(len(items))]
 
 
-def predict(run_dir: str | Path, input_path: str | Path, column: str | None = None) -> pd.DataFrame:
-    """One row per input: its name, the predicted label and a probability per label."""
-    model = load_trained(run_dir)
-    items, names = read_inputs(Path(input_path), column or backbone_class(model.cfg.backbone).input_column)
+def as_input(cell):
+    """A number in a text column is its text, as training reads it (a column of only numbers
+    comes out of read_csv as ints or floats); a missing cell stays missing."""
+    return str(cell) if isinstance(cell, (int, float, np.number)) and not blank(cell) else cell
+
+
+def blank(item) -> bool:
+    """No input at all: a missing cell (None, NaN, NA), an empty or whitespace-only text, no bytes."""
+    if isinstance(item, str):
+        return not item.strip()
+    if isinstance(item, bytes):
+        return not item
+    return item is None or item is pd.NA or (isinstance(item, float) and math.isnan(item))
+
+
+def listed(positions: Iterable[int], shown: int = 5) -> str:
+    positions = list(positions)
+    return ", ".join(map(str, positions[:shown])) + (", ..." if len(positions) > shown else "")
+
+
+def table(model: TrainedModel, items: list, names: list[str]) -> pd.DataFrame:
+    """One row per input: its name, the predicted label and a probability per label.
+
+    The Python API calls this with the user's own list, so it refuses what the model cannot label
+    (no items; for a text model, an item that is not a non-blank str) before any batch is run.
+    """
+    if not items:
+        raise DataError("input: no items to predict (an empty list)")
+    if backbone_class(model.cfg.backbone).input_column == "text":
+        bad = [i for i, x in enumerate(items) if not isinstance(x, str) or blank(x)]
+        if bad:
+            raise DataError(f"input: {len(bad)} of {len(items)} items are blank or not a str "
+                            f"(positions {listed(bad)}, counting from 0)")
     probs = torch.softmax(model.logits(items), -1).numpy()
     labels = model.labels
-    table = pd.DataFrame({"input": names, "predicted": [labels[i] for i in probs.argmax(-1)]})
-    return pd.concat([table, pd.DataFrame(probs, columns=[f"p_{n}" for n in labels])], axis=1)
+    named = pd.DataFrame({"input": names, "predicted": [labels[i] for i in probs.argmax(-1)]})
+    return pd.concat([named, pd.DataFrame(probs, columns=[f"p_{n}" for n in labels])], axis=1)
+
+
+def predict(run_dir: str | Path, input_path: str | Path, column: str | None = None) -> pd.DataFrame:
+    """`transferlab predict`: a run folder's model over a file's column or a folder of images."""
+    model = load_trained(run_dir)
+    items, names = read_inputs(Path(input_path), column or backbone_class(model.cfg.backbone).input_column)
+    return table(model, items, names)
 
 
 def example_inputs(run_dir: str | Path, input_path: str | Path, column: str | None = None, count: int = 2) -> list:

@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import importlib.util
 import io
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -73,9 +74,20 @@ def load_table(cfg: DictConfig) -> pd.DataFrame:
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """A CSV (UTF-8) or Parquet file; what stops pandas is said in one line naming the file."""
+    """A CSV (UTF-8) or Parquet file; what stops pandas is said in one line naming the file.
+
+    A CSV whose rows have more fields than its header (an unquoted comma in a text) is refused:
+    pandas would silently make the extra leading fields the index and shift every column.
+    """
     try:
-        return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return pd.read_csv(path, index_col=False)
+    except pd.errors.ParserWarning:
+        raise DataError(f"{path}: rows have more fields than the header; quote fields that hold a comma, "
+                        "or name every column in the header") from None
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
                         "save it as UTF-8") from None
