@@ -182,7 +182,7 @@ class Config:
     optimized_metric: str = "val_accuracy"  # what flows/adapt.py returns to a Hydra sweeper (Optuna)
 
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = (Path(__file__).parent / "conf").resolve()  # the checkout's conf/, or the installed copy
 
 
 def compose(overrides: list[str] | None = None, conf_dir: Path = CONF_DIR) -> DictConfig:

@@ -36,6 +36,9 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*number of training batches.*")
     warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")  # frozen groups, on purpose
+    # a run folder is reused on purpose: resumed from its last.ckpt, its earlier logs kept aside
+    warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
+    warnings.filterwarnings("ignore", ".*Experiment logs directory .* exists and is not empty.*")
 
 
 class QuietWorkers(L.Callback):

@@ -1,22 +1,21 @@
-"""Learning curves and accuracy vs compute, as PNG bytes (embedded in the HTML report)."""
+"""Learning curves and accuracy vs compute as matplotlib Figures (PNG in the HTML report).
+
+Figures are built without pyplot: no backend is chosen for the user's process (a notebook keeps its
+own), and report threads never share pyplot's global state."""
 
 from __future__ import annotations
 
 import io
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from scipy import stats  # noqa: E402
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from scipy import stats
 
 
-def _png(fig) -> bytes:
+def png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
     return buffer.getvalue()
 
 
@@ -26,10 +25,11 @@ def mean_interval(std: pd.Series, seeds: pd.Series, level: float = 0.95) -> pd.S
     return half.where(seeds > 1, 0.0).fillna(0.0)
 
 
-def learning_curves(summary: pd.DataFrame, curves: dict | None = None) -> bytes:
+def learning_curves(summary: pd.DataFrame, curves: dict | None = None) -> Figure:
     """Mean test accuracy per size with its 95% interval over seeds as a band; a fitted saturating
     power law (report/forecast.py) dashed beyond the largest measured size, to 4x, with its 80% band."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for strategy, rows in summary.groupby("strategy", sort=False):
         rows = rows.sort_values("train_size")
         half = mean_interval(rows["test_accuracy_std"], rows["seeds"])
@@ -48,7 +48,7 @@ def learning_curves(summary: pd.DataFrame, curves: dict | None = None) -> bytes:
     ax.set_title("Learning curves (mean, 95% CI over seeds; dashed: forecast)")
     ax.grid(alpha=0.3)
     ax.legend()
-    return _png(fig)
+    return fig
 
 
 def pareto_front(points: pd.DataFrame) -> pd.DataFrame:
@@ -62,9 +62,10 @@ def pareto_front(points: pd.DataFrame) -> pd.DataFrame:
     return ordered.loc[keep]
 
 
-def accuracy_vs_compute(summary: pd.DataFrame) -> bytes:
+def accuracy_vs_compute(summary: pd.DataFrame) -> Figure:
     points = summary.assign(cost_seconds=summary["cost_to_train_seconds_mean"])
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for strategy, rows in points.groupby("strategy", sort=False):
         ax.scatter(rows["cost_seconds"], 100 * rows["test_accuracy_mean"], label=strategy)
         for r in rows.itertuples():
@@ -78,4 +79,4 @@ def accuracy_vs_compute(summary: pd.DataFrame) -> bytes:
     ax.set_title("Accuracy vs compute (labels: train size)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _png(fig)
+    return fig

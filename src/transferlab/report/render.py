@@ -8,10 +8,11 @@ import json
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.figure import Figure
 
 from transferlab.atomic import atomic_path
 from transferlab.report.forecast import describe, fit_curve, forecast_crossover
-from transferlab.report.plots import accuracy_vs_compute, learning_curves
+from transferlab.report.plots import accuracy_vs_compute, learning_curves, png
 from transferlab.report.recommend import Verdict, crossover, recommendation, summarize, verdicts
 from transferlab.report.tables import seed_table
 
@@ -107,6 +108,11 @@ def cost_ledger(summary: pd.DataFrame) -> pd.DataFrame:
         "peak memory (MB)": round(r.peak_memory_mb_mean, 0)} for r in summary.itertuples()])
 
 
+def figures(summary: pd.DataFrame, curves: dict) -> dict[str, Figure]:
+    """The report's plots by name: learning curves with their forecast, accuracy vs compute."""
+    return {"learning_curves": learning_curves(summary, curves), "accuracy_vs_compute": accuracy_vs_compute(summary)}
+
+
 def build_report(runs: pd.DataFrame, out_dir: Path, title: str, extraction_seconds: float = 0.0,
                  tie_margin: float = 0.005) -> dict:
     """Writes report.md, report.html, runs.csv, the two PNG plots, learning_curve.csv and
@@ -118,10 +124,9 @@ def build_report(runs: pd.DataFrame, out_dir: Path, title: str, extraction_secon
     curves, forecast = forecasts(runs, found)
     advice = recommendation(found) + (f" Forecast: {forecast}." if forecast else "")
     table = seed_table(summary, runs, extraction_seconds)
-    plots = {"learning_curves.png": learning_curves(summary, curves),
-             "accuracy_vs_compute.png": accuracy_vs_compute(summary)}
-    for name, png in plots.items():
-        _write(out_dir / name, png)
+    plots = {f"{name}.png": png(fig) for name, fig in figures(summary, curves).items()}
+    for name, image in plots.items():
+        _write(out_dir / name, image)
     runs = runs.drop(columns=["test_correct"])
     _write(out_dir / "runs.csv", runs.to_csv(index=False))
     _write(out_dir / "learning_curve.csv", learning_curve(summary).to_csv(index=False))
@@ -141,7 +146,7 @@ def build_report(runs: pd.DataFrame, out_dir: Path, title: str, extraction_secon
     ]) + "\n"
     _write(out_dir / "report.md", md)
     images = "".join(f'<figure><img alt="{name[:-4]}" src="data:image/png;base64,'
-                     f'{base64.b64encode(png).decode()}"></figure>' for name, png in plots.items())
+                     f'{base64.b64encode(image).decode()}"></figure>' for name, image in plots.items())
     body = (f"<h1>{html.escape(title)}</h1><h2>Recommendation</h2><p id='recommendation'>{html.escape(advice)}</p>"
             f"<p id='crossover'>{html.escape(crossing.replace('**', ''))}</p>"
             f"<h2>The comparison, measured</h2>{table.to_html(table_id='seed-table')}"
