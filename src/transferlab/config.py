@@ -113,6 +113,7 @@ class TrainerConfig:
     enable_progress_bar: bool = True
     enable_model_summary: bool = False
     log_every_n_steps: int = 10
+    max_time: Optional[str] = None  # "DD:HH:MM:SS": a fit stops there (the budget planner sets it per cell)
 
 
 # The Lightning loggers a `logger` config may name (conf/logger/), each with the keys it may set
@@ -139,6 +140,7 @@ class CompareConfig:
     workers: int = 1  # runs at once: threads in one process, or Dask worker processes
     task_runner: str = "threads"  # threads (Prefect's thread pool) | dask (a local Dask cluster)
     tie_margin: float = 0.005
+    budget: Any = None  # null: the whole grid | a duration ("15m", "90s", "1h30m"): transferlab.planner
     # Hydra overrides of the strategy section applied to every cell, after its conf/strategy/<name>.yaml,
     # by every front end (flows/compare.py, dvc.yaml's compare matrix, the API): the one rule for
     # "the user's settings + the strategy's config". Only `strategy.*` keys.
@@ -335,6 +337,8 @@ def validate(cfg: DictConfig) -> None:
         (cfg.optimized_metric in METRICS, "optimized_metric", cfg.optimized_metric,
          f"not a metric; choose one of {', '.join(METRICS)}"),
     ]
+    checks.append((valid_budget(cfg.compare.budget), "compare.budget", cfg.compare.budget,
+                   "a duration such as 90s, 15m or 1h30m, or null for the whole grid"))
     checks.append((cfg.compare.workers == 1 or cfg.trainer.devices == 1, "compare.workers", cfg.compare.workers,
                    f"runs at once, each on trainer.devices={cfg.trainer.devices}, would share the same "
                    "processors; set one of them to 1"))
@@ -342,6 +346,15 @@ def validate(cfg: DictConfig) -> None:
     for ok, key, value, why in checks + trainer_checks(cfg.trainer) + logger_checks(cfg.logger):
         if not ok:
             raise ConfigError(f"{key}={value!r}: {why}")
+
+
+def valid_budget(budget: Any) -> bool:
+    from transferlab.planner import budget_seconds
+
+    try:
+        return budget is None or budget_seconds(budget) > 0
+    except ConfigError:
+        return False
 
 
 def strategy_checks(s: DictConfig, at: str) -> list[tuple]:

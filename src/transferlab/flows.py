@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 from prefect import Task, flow, task
-from prefect.cache_policies import INPUTS, CacheKeyFnPolicy
+from prefect.cache_policies import INPUTS, NO_CACHE, CacheKeyFnPolicy
 
 from transferlab import pipeline
 from transferlab.errors import ConfigError, TransferlabError
@@ -95,6 +95,7 @@ extract_task = task(pipeline.extract_step, name="extract", **RETRIED,
 train_task = task(pipeline.train_step, name="train", retries=1, retry_delay_seconds=1,
                   retry_condition_fn=retry_unless_bad_input, on_failure=[note_bad_input],
                   cache_policy=INPUTS + stage_code("transferlab.stages.train"))
+probe_task = task(pipeline.probe_step, name="probe cost", cache_policy=NO_CACHE)  # a timing of this machine, now
 evaluate_task = task(pipeline.evaluate_step, name="evaluate", on_failure=[note_bad_input],
                      cache_policy=INPUTS + stage_code("transferlab.stages.evaluate") + run_dir_stamp("model.json"))
 
@@ -135,6 +136,9 @@ class TaskSteps(pipeline.Steps):
     def evaluate(self, data_dir: str, features_dir: str | None, run_dir: str, after: Any = None) -> Any:
         return trusted(evaluate_task, pipeline.run_intact(run_dir, "evaluate")).submit(
             data_dir, features_dir, run_dir, wait_for=[after])
+
+    def probe(self, cfg: dict, data_dir: str) -> dict:
+        return probe_task(cfg, data_dir)
 
     def result(self, outcome: Any) -> dict | None:
         outcome.wait()

@@ -29,6 +29,7 @@ def write_model_card(model_dir: Path, cfg: DictConfig, strategy: Strategy, label
         "gpu_peak_memory_mb": round(meter.gpu_peak_mb, 1),
         "epochs": fit["epochs"],
         "world_size": fit["world_size"],  # processes that trained (trainer=ddp: 2)
+        "stopped_by_max_time": fit.get("stopped_by_max_time", False),  # trainer.max_time (compare.budget)
         **params,
     })
     with atomic_path(model_dir / "config.yaml") as tmp:  # what `transferlab predict` rebuilds it from

@@ -9,6 +9,7 @@ for the compare flow, dvc.yaml's matrix and the API."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 import logging
@@ -19,14 +20,19 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from transferlab import planner
 from transferlab.atomic import atomic_path
 from transferlab.config import CONF_DIR, checked, compose
 from transferlab.errors import TransferlabError
 from transferlab.features import FeatureCache, load_features
 from transferlab.stages import evaluate, extract, prepare, report, train
 from transferlab.strategy import resolve
+from transferlab.trainer import processes as trainer_processes
+from transferlab.training import probe_rate
 
 log = logging.getLogger("transferlab")
 FAILURES = "failures.jsonl"  # a run folder's record of failed training attempts, one JSON line each
@@ -112,6 +118,11 @@ def evaluate_step(data_dir: str, features_dir: str | None, run_dir: str) -> dict
     return evaluate.run(data_dir, features_dir, run_dir, run_dir)
 
 
+def probe_step(cfg: dict, data_dir: str) -> dict:
+    """A fine-tuning strategy's seconds per sample-step and per evaluated item here (the planner's)."""
+    return probe_rate(OmegaConf.create(cfg), Path(data_dir))
+
+
 def record_failure(run_dir: Path, exc: BaseException, seconds: float) -> None:
     """Logs the failure as a warning and appends it to run_dir/failures.jsonl (when the folder can
     be written: the failure may be that it cannot), never hiding the exception being handled."""
@@ -178,6 +189,7 @@ class Steps:
     prepare = staticmethod(prepare_step)
     extract = staticmethod(extract_step)
     train = staticmethod(train_step)
+    probe = staticmethod(probe_step)
 
     def evaluate(self, data_dir: str, features_dir: str | None, run_dir: str, after: Any = None) -> Any:
         """`after`: what train returned (here its run folder; under tasks, its future)."""
@@ -203,7 +215,10 @@ def run_cell(cfg: DictConfig, run_dir: str | Path, steps: Steps = Steps()) -> An
 
 def run_grid(base: DictConfig, out_dir: str | Path, steps: Steps = Steps()) -> dict:
     """Every cell of the comparison into out_dir/runs/<cell>, then the report in out_dir. A failed
-    cell (after its retries) is listed and left out of the report rather than stopping the others."""
+    cell (after its retries) is listed and left out of the report rather than stopping the others.
+    With compare.budget set, the planner chooses the cells that fit (run_budgeted_grid)."""
+    if base.compare.budget is not None:
+        return run_budgeted_grid(base, out_dir, steps)
     out_dir = Path(out_dir)
     cells = grid(base)
     outcomes = [(cell, run_cell(cell.cfg, runs_dir(out_dir) / cell.name, steps)) for cell in cells]
@@ -213,12 +228,139 @@ def run_grid(base: DictConfig, out_dir: str | Path, steps: Steps = Steps()) -> d
     return {**summary, "failed_runs": failed}
 
 
+def run_cells(cells: list[Cell], out_dir: Path, steps: Steps, plan: planner.Plan) -> list[Cell]:
+    """These cells at once (through the steps' task runner), their plan entries filled in (measured:
+    the wall time of them all, shared evenly): the cells that finished."""
+    started = plan.clock()
+    outcomes = [(cell, run_cell(cell.cfg, runs_dir(out_dir) / cell.name, steps)) for cell in cells]
+    results = [(cell, steps.result(outcome)) for cell, outcome in outcomes]
+    each = (plan.clock() - started) / max(1, len(cells))
+    done = []
+    for cell, metrics in results:
+        entry = plan.entry(cell.name)
+        entry.measured_seconds = round(each, 3)
+        if metrics is None:
+            entry.status, entry.reason = "failed", "failed after its retries"
+            continue
+        if json.loads((runs_dir(out_dir) / cell.name / "model.json").read_text()).get("stopped_by_max_time"):
+            entry.status, entry.reason = "stopped", f"stopped at {planner.OVERRUN:g}x its predicted training time"
+        else:
+            entry.status = "ran"
+        done.append(cell)
+    return done
+
+
+class ProbedCosts:
+    """The cost model of a budgeted grid: each fine-tuning strategy's rate probed once on this machine
+    (training.probe_rate, on the seed-0 cell of the smallest size), times each cell's shape."""
+
+    def __init__(self, cells: list[Cell], steps: Steps) -> None:
+        self.cells, self.steps, self.rates = cells, steps, {}
+
+    def cell(self, strategy: str, size) -> Cell:
+        return next(c for c in self.cells if c.strategy == strategy and c.train_size == size)
+
+    def rate(self, strategy: str) -> planner.StepRate:
+        if strategy not in self.rates:
+            first = min((c for c in self.cells if c.strategy == strategy),
+                        key=lambda c: (c.seed, planner.size_order(self.sizes()).index(c.train_size)))
+            self.rates[strategy] = planner.StepRate(**self.steps.probe(
+                OmegaConf.to_container(first.cfg, resolve=True), self.data_dir(first)))
+        return self.rates[strategy]
+
+    def sizes(self) -> list:
+        return list(dict.fromkeys(c.train_size for c in self.cells))
+
+    def data_dir(self, cell: Cell) -> str:
+        return self.steps.prepare(OmegaConf.to_container(cell.cfg.data, resolve=True), cell.seed,
+                                  str(cell.cfg.paths.cache_dir))
+
+    def predict(self, strategy: str, size) -> dict[str, float]:
+        cell = self.cell(strategy, size)
+        rows = {s: len(pd.read_parquet(Path(self.data_dir(cell)) / f"{s}.parquet", columns=["label"]))
+                for s in ("train", "val", "test")}
+        schedule = resolve(cell.cfg).budget.trainer_args(rows["train"], trainer_processes(cell.cfg.trainer))
+        shape = planner.Shape(rows["train"], rows["val"], rows["test"], schedule["max_epochs"],
+                              schedule["max_epochs"] // schedule["check_val_every_n_epoch"])
+        return planner.predicted_seconds(self.rate(strategy), shape)
+
+
+def run_budgeted_grid(base: DictConfig, out_dir: str | Path, steps: Steps = Steps(),
+                      costs: planner.CostModel | None = None, clock=time.monotonic) -> dict:
+    """The cells of the grid that fit in compare.budget (transferlab.planner): every head cell first,
+    then fine-tuning smallest size first, a (strategy, size) with all its seeds or not at all, its
+    fit stopped at twice its predicted time; strategies beaten on validation beyond noise are not run
+    at larger sizes. plan.json and the report say what ran, what was skipped and why."""
+    out_dir = Path(out_dir)
+    cells = grid(base)
+    plan = planner.Plan(planner.budget_seconds(base.compare.budget), clock)
+    plan.entries = [planner.Entry(c.name, c.strategy, c.train_size, c.seed, resolve(c.cfg).kind) for c in cells]
+    done = run_cells([c for c in cells if resolve(c.cfg).kind == "head"], out_dir, steps, plan)
+    tunes = [c for c in cells if resolve(c.cfg).kind != "head"]
+    costs = costs or ProbedCosts(tunes, steps)
+    alive = list(dict.fromkeys(c.strategy for c in tunes))
+    surplus: list[float] = []  # measured - predicted seconds of the fine-tuning cells so far
+    for size in planner.size_order(list(dict.fromkeys(c.train_size for c in tunes))):
+        ran = {}
+        for strategy in alive:
+            group = [c for c in tunes if c.strategy == strategy and c.train_size == size]
+            predicted = costs.predict(strategy, size)
+            each = sum(predicted.values()) + (max(0.0, float(np.mean(surplus))) if surplus else 0.0)
+            for c in group:
+                plan.entry(c.name).predicted_seconds = round(each, 3)
+            if not planner.fits(plan, [each] * len(group)):
+                for c in group:
+                    plan.entry(c.name).status = "skipped"
+                    plan.entry(c.name).reason = (f"predicted {each * len(group):.3g} s for its {len(group)} seed(s), "
+                                                 f"{max(0.0, plan.left()):.3g} s of the budget left")
+                continue
+            timed = [Cell(c.strategy, c.train_size, c.seed, with_max_time(c.cfg, predicted["train"])) for c in group]
+            finished = run_cells(timed, out_dir, steps, plan)
+            surplus += [plan.entry(c.name).measured_seconds - each for c in finished]
+            done += finished
+            if finished:
+                ran[strategy] = float(np.mean([json.loads((runs_dir(out_dir) / c.name / "metrics.json").read_text())
+                                               ["val_accuracy"] for c in finished]))
+        alive = trimmed(alive, ran, size, tunes, plan, out_dir)
+    if hasattr(costs, "rates"):
+        plan.rates = {s: dataclasses.asdict(r) for s, r in costs.rates.items()}
+    plan.write(out_dir)
+    finished = {c.name for c in done}
+    summary = write_report(base, [runs_dir(out_dir) / c.name / "metrics.json" for c in cells if c.name in finished],
+                           out_dir, plan=plan.record())
+    failed = [str(runs_dir(out_dir) / e.cell) for e in plan.entries if e.status == "failed"]
+    return {**summary, "failed_runs": failed, "plan": plan.record()}
+
+
+def with_max_time(cfg: DictConfig, train_seconds: float) -> DictConfig:
+    cfg = copy.deepcopy(cfg)
+    cfg.trainer.max_time = planner.max_time(train_seconds)
+    return cfg
+
+
+def trimmed(alive: list[str], ran: dict[str, float], size, tunes: list[Cell], plan: planner.Plan,
+            out_dir: Path) -> list[str]:
+    """Successive halving: the strategies that go on to larger sizes (those that ran here and were not
+    beaten beyond noise on validation; one that did not run here does not run larger either)."""
+    keep, best = [], None
+    if ran:
+        val_rows = json.loads((runs_dir(out_dir) / next(c.name for c in tunes if c.train_size == size
+                                                         and c.strategy in ran) / "metrics.json").read_text())["val_size"]
+        keep, best = planner.survivors(ran, val_rows), max(ran, key=ran.get)
+    for c in tunes:
+        if c.strategy in alive and c.strategy not in keep and plan.entry(c.name).status == "planned":
+            plan.entry(c.name).status = "skipped"
+            plan.entry(c.name).reason = (f"trailed {best} on validation beyond noise at {size} labels"
+                                         if c.strategy in ran else f"did not fit at {size} labels")
+    return keep
+
+
 def runs_dir(out_dir: Path) -> Path:
     return Path(out_dir) / "runs"
 
 
 def write_report(base: DictConfig, metrics_files: list[Path], out_dir: str | Path,
-                 conf_dir: Path = CONF_DIR) -> dict:
+                 conf_dir: Path = CONF_DIR, plan: dict | None = None) -> dict:
     """The report stage over these runs, with the extraction cost of the grid's distinct inputs."""
     cells = grid(base, conf_dir)
     uses_features = [c for c in cells if resolve(c.cfg).needs_features]
@@ -226,5 +368,5 @@ def write_report(base: DictConfig, metrics_files: list[Path], out_dir: str | Pat
     extraction = extract.amortised_seconds(base.backbone, base.extract, data_dirs,
                                            features_root(base.paths.cache_dir)) if uses_features else 0.0
     title = f"transferlab: {base.data.name} on {base.backbone.name}"
-    summary = report.run(metrics_files, out_dir, title, extraction, base.compare.tie_margin)
+    summary = report.run(metrics_files, out_dir, title, extraction, base.compare.tie_margin, plan)
     return {**summary, "extraction_seconds": extraction}

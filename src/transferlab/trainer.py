@@ -13,7 +13,7 @@ import lightning.pytorch as L
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 from safetensors.torch import save_file
@@ -68,6 +68,8 @@ class FitSummary(L.Callback):
             write_json(self.path, {
                 "epochs": trainer.current_epoch, "global_step": trainer.global_step,
                 "world_size": trainer.world_size,
+                "stopped_by_max_time": any(isinstance(c, Timer) and (c.time_remaining() or 0) <= 0
+                                           and c.time_remaining() is not None for c in trainer.callbacks),
                 "trainable": [n for n, p in pl_module.named_parameters() if p.requires_grad],
                 # the clock runs where the fit runs (ddp_spawn: rank 0's child process)
                 **({"train_seconds": clocks[0].seconds, "earlier_attempts_seconds": clocks[0].earlier}
@@ -133,6 +135,8 @@ def build_trainer(cfg: DictConfig, strategy: Strategy, run_dir: Path, resumable:
     quiet_lightning()
     budget = strategy.budget
     schedule = budget.trainer_args(train_rows, 1 if single_process else processes(cfg.trainer), strategy.full_batch)
+    if cfg.trainer.max_time is not None:  # Lightning's min_steps would keep a fit past max_time; the
+        schedule["min_steps"] = None       # callbacks below still keep nothing and stop nothing before it
     best = BestAfterMinSteps(budget.min_steps, dirpath=run_dir / "checkpoints")
     # the latest validated epoch as last.ckpt (Lightning's save_last writes only beside a top-k save)
     last = [ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,

@@ -20,8 +20,8 @@ from transferlab.model_card import write_model_card
 from transferlab.models import build_finetune_module, build_head_module
 from transferlab.resources import ResourceMeter, TrainClock
 from transferlab.strategy import Strategy, count_parameters, resolve
-from transferlab.trainer import (build_trainer, checked_resume, fit_summary, keep_earlier_logs, restore_best,
-                                 save_weights)
+from transferlab.trainer import (build_trainer, checked_resume, fit_summary, keep_earlier_logs, quiet_lightning,
+                                 restore_best, save_weights)
 
 
 def fit(cfg: DictConfig, data_dir: Path, features_dir: Path | None, model_dir: Path) -> Path:
@@ -129,3 +129,55 @@ def fit_finetune(cfg: DictConfig, strategy: Strategy, data_dir: Path, features_d
                             fit.pop("train_seconds") + probe.get("probe_train_seconds", 0.0), fit, trained,
                             trainable_params=trainable, total_params=total,
                             backbone_load_seconds=round(load_seconds, 3), **probe, **resumed)
+
+
+class BatchTimer(L.Callback):
+    """Seconds and items of each training step and validation batch."""
+
+    def __init__(self) -> None:
+        self.train: list[tuple[float, int]] = []
+        self.val: list[tuple[float, int]] = []
+        self._started = 0.0
+
+    def _start(self, *_args) -> None:
+        self._started = time.perf_counter()
+
+    def _stop(self, into: list, batch, batch_idx: int) -> None:
+        into.append((time.perf_counter() - self._started, int(batch["labels"].shape[0])))
+
+    on_train_batch_start = on_validation_batch_start = _start
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._stop(self.train, batch, batch_idx)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._stop(self.val, batch, batch_idx)
+
+
+def per_item(timed: list[tuple[float, int]]) -> float:
+    """Seconds per item, the first batch left out when there are others (it pays one-off set-up)."""
+    timed = timed[1:] if len(timed) > 1 else timed
+    return sum(s for s, _ in timed) / max(1, sum(n for _, n in timed))
+
+
+def probe_rate(cfg: DictConfig, data_dir: Path, steps: int = 4) -> dict:
+    """A fine-tuning strategy's cost on this machine and data, for the budget planner: a few
+    optimiser steps and validation batches at the data's own lengths, in one process, unlogged."""
+    quiet_lightning()
+    strategy = resolve(cfg)
+    labels = json.loads((data_dir / "labels.json").read_text())
+    L.seed_everything(cfg.seed, verbose=False)
+    started = time.perf_counter()
+    module = build_finetune_module(cfg, strategy, len(labels))
+    load_seconds = time.perf_counter() - started
+    timer = BatchTimer()
+    started = time.perf_counter()
+    trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision,
+                        max_steps=steps + 1, limit_val_batches=steps + 1, num_sanity_val_steps=0,
+                        val_check_interval=steps + 1, check_val_every_n_epoch=None, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[timer])
+    trainer.fit(module, InputDataModule(data_dir, module.backbone, strategy.budget.batch_size))
+    batches = sum(s for s, _ in timer.train + timer.val)
+    return {"seconds_per_sample_step": per_item(timer.train), "seconds_per_eval_item": per_item(timer.val),
+            "load_seconds": load_seconds, "overhead_seconds": max(0.0, time.perf_counter() - started - batches)}

@@ -113,8 +113,24 @@ def figures(summary: pd.DataFrame, curves: dict) -> dict[str, Figure]:
     return {"learning_curves": learning_curves(summary, curves), "accuracy_vs_compute": accuracy_vs_compute(summary)}
 
 
+def budget_table(plan: dict) -> pd.DataFrame:
+    """plan.json's cells: what ran, was stopped or skipped and why, predicted vs measured cost."""
+    return pd.DataFrame([{"cell": c["cell"], "status": c["status"], "why": c["reason"],
+                          "predicted (s)": c["predicted_seconds"], "measured (s)": c["measured_seconds"]}
+                         for c in plan["cells"]])
+
+
+def budget_note(plan: dict) -> str:
+    statuses = [c["status"] for c in plan["cells"]]
+    counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("ran", "stopped", "skipped", "failed") if s in statuses)
+    return (f"Budget {plan['budget_seconds']:.0f} s, spent {plan['spent_seconds']:.0f} s: {counts}. Heads ran first "
+            "at every size; fine-tuning smallest size first, each (strategy, size) with all its seeds or not at "
+            "all, a strategy beaten on validation beyond noise not run at larger sizes, a fit stopped at twice "
+            "its predicted time. Sizes not bought are left to the forecast.")
+
+
 def build_report(runs: pd.DataFrame, out_dir: Path, title: str, extraction_seconds: float = 0.0,
-                 tie_margin: float = 0.005) -> dict:
+                 tie_margin: float = 0.005, plan: dict | None = None) -> dict:
     """Writes report.md, report.html, runs.csv, the two PNG plots, learning_curve.csv and
     summary.json; returns the verdict summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -141,6 +157,7 @@ def build_report(runs: pd.DataFrame, out_dir: Path, title: str, extraction_secon
         "## Transfer vs fine-tuning at each train size", VERDICT_RULE, per_size.to_markdown(index=False),
         "## Cost ledger", LEDGER_NOTE, ledger.to_markdown(index=False),
         f"Feature extraction of every distinct input of this grid once: {extraction_seconds:.1f} s.",
+        *(["## Budget", budget_note(plan), budget_table(plan).to_markdown(index=False)] if plan else []),
         "## Plots", "![learning curves](learning_curves.png)", "![accuracy vs compute](accuracy_vs_compute.png)",
         "## Runs", runs.drop(columns=["metrics_file"], errors="ignore").to_markdown(index=False),
     ]) + "\n"
@@ -154,7 +171,9 @@ def build_report(runs: pd.DataFrame, out_dir: Path, title: str, extraction_secon
             f"{per_size.to_html(index=False, table_id='verdicts')}"
             f"<h2>Cost ledger</h2><p>{html.escape(LEDGER_NOTE)}</p>{ledger.to_html(index=False, table_id='ledger')}"
             f"<p>Feature extraction of every distinct input of this grid once: {extraction_seconds:.1f} s.</p>"
-            f"<h2>Plots</h2>{images}<h2>Runs</h2>"
+            + (f"<h2>Budget</h2><p>{html.escape(budget_note(plan))}</p>"
+               f"{budget_table(plan).to_html(index=False, table_id='budget')}" if plan else "")
+            + f"<h2>Plots</h2>{images}<h2>Runs</h2>"
             f"{runs.drop(columns=['metrics_file'], errors='ignore').to_html(index=False, table_id='runs')}")
     style = ("body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"
              "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:4px}"

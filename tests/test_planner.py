@@ -1,0 +1,147 @@
+"""compare.budget: the planner never schedules past the budget, skips what does not fit, halves on
+validation, stops an overrunning fit, and writes plan.json; a real budgeted compare flow names its
+skipped cells in the report. Time is virtual where the test needs decisions to be exact: the real
+steps run, and each evaluated cell advances a clock by what the injected cost model says it costs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import PYTHON, ROOT, quick_compare, topic_config, topic_frame
+from tiny_encoder import overrides as tiny_encoder
+
+from transferlab import planner
+from transferlab.errors import ConfigError
+from transferlab.pipeline import Steps, run_budgeted_grid
+
+COSTS = {"finetune_full": {12: 10.0, 24: 20.0, "all": 40.0}, "lora": {12: 5.0, 24: 10.0, "all": 20.0}}
+
+
+class Costs:
+    """An injected cost model: seconds per fine-tuning cell by strategy and size."""
+
+    def __init__(self, table: dict) -> None:
+        self.table = table
+
+    def predict(self, strategy: str, size) -> dict[str, float]:
+        return {"load": 0.0, "train": self.table[strategy][size], "evaluate": 0.0}
+
+
+class VirtualClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TimedSteps(Steps):
+    """The real steps; a fine-tuning cell, once evaluated, has taken its modelled seconds."""
+
+    def __init__(self, clock: VirtualClock, table: dict) -> None:
+        self.clock, self.table = clock, table
+
+    def evaluate(self, data_dir, features_dir, run_dir, after=None):
+        metrics = super().evaluate(data_dir, features_dir, run_dir, after)
+        strategy, rest = Path(run_dir).name.rsplit("-n", 1)
+        size = rest.rsplit("-s", 1)[0]
+        if strategy in self.table:
+            self.clock.now += self.table[strategy][size if size == "all" else int(size)]
+        return metrics
+
+
+def budgeted(tmp_path: Path, budget: str, *overrides: str):
+    return topic_config(tmp_path, "compare.strategies=[linear_probe,finetune_full,lora]",
+                        "compare.train_sizes=[12,24,all]", "compare.seeds=[0,1]", f"compare.budget={budget}",
+                        quick_compare("strategy.max_epochs=1"), *overrides)
+
+
+def test_the_plan_fits_the_budget_smallest_sizes_first_all_seeds_or_none(tmp_path):
+    clock = VirtualClock()
+    result = run_budgeted_grid(budgeted(tmp_path, "100s"), tmp_path / "out", TimedSteps(clock, COSTS),
+                               costs=Costs(COSTS), clock=clock)
+    plan = json.loads((tmp_path / "out" / "plan.json").read_text())
+    status = {c["cell"]: c["status"] for c in plan["cells"]}
+    # heads cost nothing here and all run; 12: 2x10 + 2x5, 24: 2x20 + 2x10 = 90 s; 'all' (80 s, 40 s) does not fit
+    assert {k for k, v in status.items() if v == "ran"} == {
+        f"{s}-n{n}-s{seed}" for s in ("linear_probe", "finetune_full", "lora") for n in (12, 24) for seed in (0, 1)
+    } | {"linear_probe-nall-s0", "linear_probe-nall-s1"}
+    skipped = [c for c in plan["cells"] if c["status"] == "skipped"]
+    assert {c["cell"] for c in skipped} == {"finetune_full-nall-s0", "finetune_full-nall-s1",
+                                           "lora-nall-s0", "lora-nall-s1"}
+    assert all("of the budget left" in c["reason"] for c in skipped)
+    ran_cost = sum(c["predicted_seconds"] for c in plan["cells"] if c["status"] == "ran" and c["kind"] != "head")
+    assert ran_cost <= plan["budget_seconds"] and plan["spent_seconds"] <= plan["budget_seconds"]
+    assert result["plan"] == plan
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## Budget" in report and all(c["cell"] in report for c in skipped)
+
+
+def test_no_cell_starts_that_does_not_fit_in_what_is_left(tmp_path):
+    """25 s: finetune_full at 12 (20 s for both seeds) fits, lora at 12 (10 s) no longer does; no
+    larger size of either runs."""
+    clock = VirtualClock()
+    run_budgeted_grid(budgeted(tmp_path, "25s"), tmp_path / "out", TimedSteps(clock, COSTS),
+                      costs=Costs(COSTS), clock=clock)
+    plan = json.loads((tmp_path / "out" / "plan.json").read_text())
+    ran = {c["cell"] for c in plan["cells"] if c["status"] == "ran" and c["kind"] != "head"}
+    assert ran == {"finetune_full-n12-s0", "finetune_full-n12-s1"}
+    assert clock.now <= 25.0
+    reasons = {c["cell"]: c["reason"] for c in plan["cells"]}
+    assert "of the budget left" in reasons["lora-n12-s0"]
+    assert reasons["lora-n24-s0"] == "did not fit at 12 labels"
+
+
+def test_successive_halving_keeps_strategies_within_noise_of_the_best_on_validation():
+    # 200 validation items: a 2-point gap is noise, a 15-point gap is not
+    assert planner.survivors({"finetune_full": 0.90, "lora": 0.88, "llrd": 0.75}, 200) == ["finetune_full", "lora"]
+    assert planner.survivors({"finetune_full": 0.90, "lora": 0.88}, 20000) == ["finetune_full"]
+    assert planner.survivors({}, 100) == []
+
+
+def test_a_fit_past_twice_its_prediction_is_stopped_and_reported(tmp_path):
+    """A predicted 0.1 s of training gets Lightning's max_time of 1 s; 400 epochs take longer."""
+    clock = VirtualClock()
+    table = {"finetune_full": {12: 0.1}}
+    cfg = topic_config(tmp_path, "compare.strategies=[finetune_full]", "compare.train_sizes=[12]", "compare.seeds=[0]",
+                       "compare.budget=1h", quick_compare("strategy.max_epochs=400", "strategy.patience=400"))
+    run_budgeted_grid(cfg, tmp_path / "out", TimedSteps(clock, table), costs=Costs(table), clock=clock)
+    (cell,) = json.loads((tmp_path / "out" / "plan.json").read_text())["cells"]
+    assert cell["status"] == "stopped" and "2x its predicted" in cell["reason"]
+    card = json.loads((tmp_path / "out" / "runs" / "finetune_full-n12-s0" / "model.json").read_text())
+    assert card["stopped_by_max_time"] and card["epochs"] < 400
+
+
+@pytest.mark.parametrize("text, seconds", [("90s", 90), ("15m", 900), ("1h30m", 5400), (120, 120)])
+def test_budget_durations(text, seconds):
+    assert planner.budget_seconds(text) == seconds
+
+
+def test_a_bad_budget_is_one_line_naming_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"^compare\.budget='soon': a duration such as 90s"):
+        topic_config(tmp_path, "compare.budget=soon")
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_a_budgeted_compare_flow_reports_what_it_skipped(tmp_path):
+    """flows/compare.py with a budget the heads alone use up: every fine-tuning cell is skipped, said
+    so in plan.json and the report, and the heads' verdict-free report still comes out."""
+    csv = tmp_path / "topics.csv"
+    topic_frame().to_csv(csv, index=False)
+    proc = subprocess.run(
+        [PYTHON, str(ROOT / "flows" / "compare.py"), "data=csv", f"data.path={csv}", "data.label_column=topic",
+         *tiny_encoder(), "trainer.enable_progress_bar=false", f"paths.cache_dir={tmp_path / 'cache'}",
+         "compare.strategies=[linear_probe,finetune_full]", "compare.train_sizes=[12,all]", "compare.budget=0.5s",
+         quick_compare(), f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, cwd=tmp_path,
+        timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    plan = json.loads((tmp_path / "run" / "plan.json").read_text())
+    status = {c["cell"]: c["status"] for c in plan["cells"]}
+    assert status == {"linear_probe-n12-s0": "ran", "linear_probe-nall-s0": "ran",
+                      "finetune_full-n12-s0": "skipped", "finetune_full-nall-s0": "skipped"}
+    report = (tmp_path / "run" / "report.html").read_text()
+    assert "id=\"budget\"" in report and "finetune_full-n12-s0" in report
+    assert plan["rates"]["finetune_full"]["seconds_per_sample_step"] > 0
