@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import ROOT, Figure  # noqa: E402
 
-ALL = ("extraction", "finetune", "head", "sweep", "pipeline", "peak_memory")
+ALL = ("extraction", "finetune", "head", "sweep", "pipeline", "peak_memory", "budget")
 
 
 def machine() -> str:
