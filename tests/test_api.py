@@ -187,3 +187,11 @@ def test_a_plain_install_finds_conf_as_package_data(tmp_path):
 
     assert composed == OmegaConf.to_container(compose(["strategy=lp_ft"]))
     assert sys.modules["transferlab"].__file__.startswith(str(ROOT))
+
+
+def test_a_budget_through_the_api_shows_its_plan(tmp_path):
+    """budget= is compare.budget: a budget the heads use up leaves every fine-tuning cell skipped."""
+    cmp = tl.compare(topic_frame(), label="topic", strategies=["linear_probe", "finetune_full"], train_sizes=[12],
+                     budget="0.5s", overrides=small(tmp_path), out_dir=tmp_path / "out", prefect=False)
+    assert dict(zip(cmp.plan.cell, cmp.plan.status)) == {"linear_probe-n12-s0": "ran", "finetune_full-n12-s0": "skipped"}
+    assert "of the budget left" in cmp.plan.set_index("cell").reason["finetune_full-n12-s0"]

@@ -115,7 +115,7 @@ def test_a_fit_past_twice_its_prediction_is_stopped_and_reported(tmp_path):
     assert card["stopped_by_max_time"] and card["epochs"] < 400
 
 
-@pytest.mark.parametrize("text, seconds", [("90s", 90), ("15m", 900), ("1h30m", 5400), (120, 120)])
+@pytest.mark.parametrize("text, seconds", [("90s", 90), ("15m", 900), ("1h30m", 5400), (120, 120), ("45", 45)])
 def test_budget_durations(text, seconds):
     assert planner.budget_seconds(text) == seconds
 

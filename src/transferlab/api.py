@@ -264,6 +264,13 @@ class Comparison:
         return self.result.get("failed_runs", [])
 
     @property
+    def plan(self) -> pd.DataFrame | None:
+        """A budgeted comparison's cells: status (ran / stopped / skipped / failed), why, predicted
+        and measured seconds (plan.json); None for a whole grid."""
+        path = self.path / "plan.json"
+        return pd.DataFrame(json.loads(path.read_text())["cells"]) if path.is_file() else None
+
+    @property
     def config(self) -> DictConfig:
         return OmegaConf.load(self.path / ".hydra" / "config.yaml")
 
@@ -322,8 +329,8 @@ class Comparison:
 
 def compare(data: Any = None, *, text: str = "text", label: str = "label",
             strategies: Sequence[str] | None = None, train_sizes: Sequence[int | float | str] | None = None,
-            seeds: Sequence[int] | None = None, overrides: Sequence[str] = (), out_dir: str | Path | None = None,
-            prefect: bool = True) -> Comparison:
+            seeds: Sequence[int] | None = None, budget: str | float | None = None, overrides: Sequence[str] = (),
+            out_dir: str | Path | None = None, prefect: bool = True) -> Comparison:
     """Compare transfer learning and fine-tuning strategies on your data; the report's verdict.
 
     Args:
@@ -335,6 +342,8 @@ def compare(data: Any = None, *, text: str = "text", label: str = "label",
         strategies: names in conf/strategy/ (default: compare.strategies of conf/compare/).
         train_sizes: labelled training examples per run: counts, fractions in (0, 1], or "all".
         seeds: one run per seed; the verdict's interval covers seed-to-seed variation.
+        budget: a duration ("15m", "90s", "1h30m"): the planner runs what fits (heads first, then
+            fine-tuning smallest size first) and the report says what was skipped; None: the whole grid.
         overrides: any Hydra overrides, as on flows/compare.py's command line ("backbone=minilm",
             "trainer.enable_progress_bar=false"); strategy.* keys apply to every compared strategy.
         out_dir: the run folder (default: outputs/compare/<data>-<key of these settings>).
@@ -347,6 +356,7 @@ def compare(data: Any = None, *, text: str = "text", label: str = "label",
     grid = [*(["compare.strategies=" + listed(as_list(strategies, "strategies"))] if strategies is not None else []),
             *(["compare.train_sizes=" + listed(as_list(train_sizes, "train_sizes"))] if train_sizes is not None else []),
             *(["compare.seeds=" + listed(as_list(seeds, "seeds"))] if seeds is not None else []),
+            *([f"compare.budget={quoted(budget)}"] if budget is not None else []),
             *(["compare.overrides=" + listed(per_cell, quote=True)] if per_cell else [])]
     cfg, everything = composed(data, text, label, [*common, *grid])
     out = Path(out_dir) if out_dir is not None else default_out_dir("compare", cfg)

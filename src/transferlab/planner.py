@@ -31,6 +31,8 @@ def budget_seconds(text: str | float | int) -> float:
     """compare.budget as seconds: "15m", "90s", "1h30m", or a number of seconds."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         seconds = float(text)
+    elif re.fullmatch(r"\s*\d+(\.\d+)?\s*", str(text)):
+        seconds = float(text)
     else:
         parts = re.fullmatch(r"\s*((?:\d+(?:\.\d+)?\s*[smh]\s*)+)", str(text))
         if parts is None:
