@@ -38,11 +38,12 @@ def test_embeddings_match_sentence_transformers(tmp_path):
     ours = load_file(entry / "test.safetensors")["features"]
     assert ours.shape == (len(texts), 384)
     assert torch.nn.functional.cosine_similarity(ours, expected).min() >= 0.999
-    from transferlab.backbones import build_backbone
-    from transferlab.inference import features_of
+    from transferlab.inference import features_of, frozen_backbone
 
-    bf16 = features_of(build_backbone(cfg.backbone), texts[:8], 4, "bf16")  # autocast path
-    assert torch.nn.functional.cosine_similarity(bf16, expected[:8]).min() >= 0.999
+    for precision in ("fp32", "bf16"):  # whichever `auto` chose above, both paths hold
+        features = features_of(frozen_backbone(cfg.backbone, precision), texts[:8], 4)
+        assert features.dtype == torch.float32
+        assert torch.nn.functional.cosine_similarity(features, expected[:8]).min() >= 0.999, precision
 
 
 def test_second_run_loads_instead_of_recomputing(cfg):

@@ -53,7 +53,7 @@ class BackboneConfig:
 @dataclass
 class ExtractConfig:
     batch_size: int = 32
-    precision: str = "fp32"  # fp32 | bf16
+    precision: str = "auto"  # auto | fp32 | bf16 (the frozen backbone's weights in bf16): transferlab.precision
 
 
 @dataclass
@@ -108,7 +108,7 @@ class TrainerConfig:
     accelerator: str = "cpu"
     devices: Any = 1  # a count, -1 (all) or "auto"; more than one needs strategy ddp_spawn
     strategy: str = "auto"  # auto (one process) | ddp_spawn (trainer=ddp); see SPAWN_STRATEGY
-    precision: str = "32-true"
+    precision: str = "auto"  # auto (bf16-mixed where bf16 is native, else 32-true) or any of Lightning's
     deterministic: bool = True
     enable_progress_bar: bool = True
     enable_model_summary: bool = False
@@ -286,7 +286,17 @@ def checked(cfg: DictConfig | dict, source: str) -> DictConfig:
     if merged.strategy.probe is not None:
         merged.strategy.probe = typed(StrategyConfig, merged.strategy.probe, source, "strategy.probe")
     validate(merged)
-    return merged
+    return with_precision(merged)
+
+
+def with_precision(cfg: DictConfig) -> DictConfig:
+    """`auto` precisions resolved for this machine (transferlab.precision): what runs, caches and
+    records say is the precision that ran."""
+    from transferlab import precision
+
+    cfg.extract.precision = precision.extraction(cfg.extract.precision, cfg.trainer.accelerator)
+    cfg.trainer.precision = precision.training(cfg.trainer.precision, cfg.trainer.accelerator)
+    return cfg
 
 
 def typed(schema: type, node: Any, source: str, where: str) -> DictConfig:
@@ -315,8 +325,8 @@ def validate(cfg: DictConfig) -> None:
          f"unknown; choose one of {', '.join(TEXT_SOURCES + IMAGE_SOURCES)}"),
         (cfg.backbone.name in TEXT_BACKBONES + IMAGE_BACKBONES, "backbone.name", cfg.backbone.name,
          f"unknown; choose one of {', '.join(TEXT_BACKBONES + IMAGE_BACKBONES)}"),
-        (cfg.extract.precision in ("fp32", "bf16"), "extract.precision", cfg.extract.precision,
-         "must be 'fp32' or 'bf16'"),
+        (cfg.extract.precision in ("auto", "fp32", "bf16"), "extract.precision", cfg.extract.precision,
+         "must be 'auto', 'fp32' or 'bf16'"),
         (0 < cfg.data.val_fraction < 1, "data.val_fraction", cfg.data.val_fraction, "must be in (0, 1)"),
         (cfg.data.val_max_rows is None or cfg.data.val_max_rows > 0, "data.val_max_rows", cfg.data.val_max_rows,
          "must be > 0 or null"),

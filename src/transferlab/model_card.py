@@ -7,6 +7,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.atomic import atomic_path, write_json
+from transferlab.precision import cpu_model
 from transferlab.resources import ResourceMeter
 from transferlab.strategy import Strategy
 
@@ -30,6 +31,9 @@ def write_model_card(model_dir: Path, cfg: DictConfig, strategy: Strategy, label
         "epochs": fit["epochs"],
         "world_size": fit["world_size"],  # processes that trained (trainer=ddp: 2)
         "stopped_by_max_time": fit.get("stopped_by_max_time", False),  # trainer.max_time (compare.budget)
+        # what `precision: auto` resolved to, and where (transferlab.precision)
+        "precision": {"extract": cfg.extract.precision, "trainer": cfg.trainer.precision},
+        "cpu": cpu_model(),
         **params,
     })
     with atomic_path(model_dir / "config.yaml") as tmp:  # what `transferlab predict` rebuilds it from

@@ -15,14 +15,17 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 class FeatureExtractor(L.LightningModule):
-    """Inference-only wrapper: the frozen backbone's pooled features, in fp32 whatever the autocast."""
+    """Inference-only wrapper: the frozen backbone's pooled features in fp32, whatever dtype its
+    weights are in (float inputs, such as images, are cast to it)."""
 
     def __init__(self, backbone: nn.Module):
         super().__init__()
         self.backbone = backbone
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self.backbone(**model_inputs(batch)).float()
+        dtype = next(self.backbone.parameters()).dtype
+        inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model_inputs(batch).items()}
+        return self.backbone(**inputs).float()
 
 
 class Classifier(L.LightningModule):

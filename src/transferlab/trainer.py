@@ -130,8 +130,9 @@ def build_trainer(cfg: DictConfig, strategy: Strategy, run_dir: Path, resumable:
     stopping on val_loss after min_steps, the best checkpoint from then on kept, and (`resumable`)
     `last.ckpt` at every validation to resume from.
 
-    `single_process`: a head on cached features trains in this process whatever trainer.devices
-    says: it is a few thousand parameters full-batch, where processes would only add start-up."""
+    `single_process`: a head on cached features trains in this process, in fp32, whatever
+    trainer.devices and trainer.precision say: it is a few thousand parameters full-batch, where
+    processes would only add start-up and bf16 only blur L-BFGS's convergence (HEAD)."""
     quiet_lightning()
     budget = strategy.budget
     schedule = budget.trainer_args(train_rows, 1 if single_process else processes(cfg.trainer), strategy.full_batch)
@@ -145,13 +146,14 @@ def build_trainer(cfg: DictConfig, strategy: Strategy, run_dir: Path, resumable:
     seeded = [EpochSeed(cfg.seed)] if resumable else []  # resumed = uninterrupted
     callbacks = [best, *last, stopping, *seeded, *progress_callbacks(cfg.trainer.enable_progress_bar),
                  QuietWorkers(), FitSummary(run_dir), *(extra_callbacks or [])]
-    return instantiate(cfg.trainer, **(ONE_PROCESS if single_process else {}), **schedule,
+    return instantiate(cfg.trainer, **(HEAD if single_process else {}), **schedule,
                        gradient_clip_val=strategy.gradient_clip_val,
                        callbacks=callbacks, logger=build_logger(cfg.logger, run_dir),
                        default_root_dir=str(run_dir))
 
 
 ONE_PROCESS = {"devices": 1, "strategy": "auto"}  # on trainer.accelerator, whatever devices it names
+HEAD = {**ONE_PROCESS, "precision": "32-true"}  # a head on features: training and inference
 
 
 def build_logger(logger: DictConfig, run_dir: Path) -> Logger | bool:

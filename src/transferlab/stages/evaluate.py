@@ -91,6 +91,9 @@ def run(data_dir: str | Path, features_dir: str | Path | None, model_dir: str | 
         "epochs": card["epochs"],
         **cost_ledger(model, features_dir, {s: len(truth[s]) for s in SPLITS}, test_seconds),
         "trained_groups": " ".join(card["trained_groups"]) or "head only",
+        "extract_precision": card.get("precision", {}).get("extract"),
+        "trainer_precision": card.get("precision", {}).get("trainer"),
+        "cpu": card.get("cpu"),
     }
     metrics = {k: round(float(v), 6) if isinstance(v, (float, np.floating)) else v for k, v in metrics.items()}
     write_json(out_dir / "classification_report.json", {
