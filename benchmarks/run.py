@@ -22,35 +22,46 @@ from common import ROOT, Figure  # noqa: E402
 ALL = ("extraction", "finetune", "head", "sweep", "pipeline", "peak_memory", "budget")
 
 
-def machine() -> str:
+def machine() -> tuple[str, str]:
+    """(key, description) of this machine: results are kept per CPU model and bf16 capability."""
     import torch
 
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in flags.splitlines() if line.startswith("model name")),
-                 platform.processor())
-    bf16 = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
-    return (f"{model}, {os.cpu_count()} cores, torch {torch.__version__} (CPU capability "
-            f"{torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads), "
-            f"native bf16: {', '.join(bf16) or 'none (bf16 is emulated, expect it slower than fp32)'}")
+    from transferlab.precision import NATIVE_BF16_FLAGS, cpu_info, extraction, training
+
+    model, flags = cpu_info()
+    bf16 = [f for f in NATIVE_BF16_FLAGS if f in flags]
+    key = f"{model}, {os.cpu_count()} cores, native bf16: {', '.join(bf16) or 'none'}"
+    auto = f"`auto` precision here: extraction {extraction('auto', 'cpu')}, fine-tuning {training('auto', 'cpu')}"
+    return key, (f"{model}, {os.cpu_count()} cores, torch {torch.__version__} (CPU capability "
+                 f"{torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads), native bf16: "
+                 f"{', '.join(bf16) or 'none (bf16 is emulated, expect it slower than fp32)'}; {auto}")
 
 
-NOTES = "\n## Notes"  # written by hand below the table; a run keeps it
+NOTES = "\n## Notes"  # written by hand below the tables; a run keeps it
+STORE = ROOT / "benchmarks" / "results.json"
+
+
+def table(figures: list[Figure]) -> str:
+    rows = "\n".join(f"| {f.name} | {f.ours:.3g} | {f.baseline:.3g} | {f.ratio:.2f}x | {f.goal or '-'} | "
+                     f"{ {True: 'met', False: 'not met', None: 'reported'}[f.met]} | {f.note} |" for f in figures)
+    return "| figure | ours | baseline | ratio | goal | | notes |\n|---|---|---|---|---|---|---|\n" + rows
 
 
 def write_results(new: list[Figure]) -> Path:
-    """RESULTS.md from every figure measured so far: a run of some benchmarks replaces their rows."""
-    store = ROOT / "benchmarks" / "results.json"
-    known = {f["name"]: f for f in json.loads(store.read_text())} if store.exists() else {}
-    known.update({f.name: dataclasses.asdict(f) for f in new})
-    store.write_text(json.dumps(list(known.values()), indent=2) + "\n")
-    figures = [Figure(**f) for f in known.values()]
-    rows = "\n".join(f"| {f.name} | {f.ours:.3g} | {f.baseline:.3g} | {f.ratio:.2f}x | {f.goal or '-'} | "
-                     f"{ {True: 'met', False: 'not met', None: 'reported'}[f.met]} | {f.note} |" for f in figures)
+    """RESULTS.md with one section per machine: a run replaces its own machine's rows of the
+    benchmarks it ran, and leaves other machines' sections as they were."""
+    machines = json.loads(STORE.read_text()) if STORE.exists() else {}
+    key, description = machine()
+    mine = machines.setdefault(key, {"figures": {}})
+    mine.update(description=description, date=str(date.today()))
+    mine["figures"].update({f.name: dataclasses.asdict(f) for f in new})
+    STORE.write_text(json.dumps(machines, indent=2) + "\n")
+    sections = [f"## {k}\n\nMeasured {m['date']} by `python benchmarks/run.py` on: {m['description']}.\n\n"
+                + table([Figure(**f) for f in m["figures"].values()]) for k, m in machines.items()]
     path = ROOT / "benchmarks" / "RESULTS.md"
     notes = path.read_text().partition(NOTES)[2] if path.exists() else ""
-    path.write_text(f"# Benchmark results\n\nMeasured {date.today()} by `python benchmarks/run.py` on: {machine()}.\n\n"
-                    "| figure | ours | baseline | ratio | goal | | notes |\n|---|---|---|---|---|---|---|\n"
-                    f"{rows}\n" + (NOTES + notes if notes else ""))
+    path.write_text("# Benchmark results\n\nOne section per machine (CPU model and native bf16); each row's "
+                    "notes say which precision ran.\n\n" + "\n\n".join(sections) + "\n" + (NOTES + notes if notes else ""))
     return path
 
 
@@ -58,7 +69,7 @@ def main(names: list[str]) -> None:
     from transferlab.trainer import quiet_lightning
 
     quiet_lightning()
-    print(machine(), flush=True)
+    print(machine()[1], flush=True)
     figures = []
     for name in names or ALL:
         for figure in importlib.import_module(name).measure():
