@@ -195,3 +195,7 @@ def test_a_budget_through_the_api_shows_its_plan(tmp_path):
                      budget="0.5s", overrides=small(tmp_path), out_dir=tmp_path / "out", prefect=False)
     assert dict(zip(cmp.plan.cell, cmp.plan.status)) == {"linear_probe-n12-s0": "ran", "finetune_full-n12-s0": "skipped"}
     assert "of the budget left" in cmp.plan.set_index("cell").reason["finetune_full-n12-s0"]
+    best = tl.load(cmp.path).best()  # no verdict without a fine-tuning run: the best head on validation
+    assert best.strategy == "linear_probe" and cmp.path.is_absolute()
+    (row,) = best.predict("The striker scored twice in the cup final").itertuples()  # one text, one row
+    assert row.predicted in best.labels

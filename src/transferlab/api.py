@@ -153,6 +153,11 @@ def launched(call, out_dir: Path):
 
 # --- results ---------------------------------------------------------------------------------------
 
+def is_input_path(text: str) -> bool:
+    """A string names a file of inputs (an existing folder or a .csv/.parquet path), else it is a text."""
+    return Path(text).is_dir() or Path(text).suffix.lower() in (".csv", ".parquet")
+
+
 @dataclass
 class Model:
     """A trained run's model, reloaded from its folder: `predict` labels new inputs."""
@@ -174,12 +179,12 @@ class Model:
 
     def predict(self, inputs: Sequence[Any] | str | Path, column: str | None = None) -> pd.DataFrame:
         """One row per input: the input, the predicted label and a probability per label.
-        `inputs`: texts (or encoded images) as a list, or a CSV/Parquet file / image folder."""
+        `inputs`: texts (or encoded images) as a list, one text, or a CSV/Parquet file / image folder."""
         from transferlab import predict
 
-        if isinstance(inputs, (str, Path)):
+        if isinstance(inputs, Path) or (isinstance(inputs, str) and is_input_path(inputs)):
             return predict.predict(self.path, inputs, column)
-        items = list(inputs)
+        items = [inputs] if isinstance(inputs, str) else list(inputs)
         return predict.table(self.trained, items, [str(x) for x in items])
 
     def __repr__(self) -> str:
@@ -359,7 +364,7 @@ def compare(data: Any = None, *, text: str = "text", label: str = "label",
             *([f"compare.budget={quoted(budget)}"] if budget is not None else []),
             *(["compare.overrides=" + listed(per_cell, quote=True)] if per_cell else [])]
     cfg, everything = composed(data, text, label, [*common, *grid])
-    out = Path(out_dir) if out_dir is not None else default_out_dir("compare", cfg)
+    out = (Path(out_dir) if out_dir is not None else default_out_dir("compare", cfg)).resolve()
 
     def run() -> dict:
         from transferlab import pipeline
@@ -393,7 +398,7 @@ def adapt(data: Any = None, *, text: str = "text", label: str = "label", strateg
               *([f"data.train_size={'null' if train_size == 'all' else train_size}"] if train_size is not None else []),
               *([f"seed={seed}"] if seed is not None else [])]
     cfg, everything = composed(data, text, label, [*chosen, *overrides])
-    out = Path(out_dir) if out_dir is not None else default_out_dir("adapt", cfg)
+    out = (Path(out_dir) if out_dir is not None else default_out_dir("adapt", cfg)).resolve()
 
     def run() -> dict:
         record(out, cfg, everything)
