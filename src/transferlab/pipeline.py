@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab import planner
 from transferlab.atomic import atomic_path
 from transferlab.config import CONF_DIR, checked, compose
 from transferlab.errors import TransferlabError
+from transferlab.data.datamodules import labels_of
 from transferlab.features import FeatureCache, load_features
 from transferlab.stages import evaluate, extract, prepare, report, train
 from transferlab.strategy import resolve
@@ -277,8 +277,8 @@ class ProbedCosts:
 
     def predict(self, strategy: str, size) -> dict[str, float]:
         cell = self.cell(strategy, size)
-        rows = {s: len(pd.read_parquet(Path(self.data_dir(cell)) / f"{s}.parquet", columns=["label"]))
-                for s in ("train", "val", "test")}
+        data_dir = Path(self.data_dir(cell))
+        rows = {s: len(labels_of(data_dir, s)) for s in ("train", "val", "test")}
         schedule = resolve(cell.cfg).budget.trainer_args(rows["train"], trainer_processes(cell.cfg.trainer))
         shape = planner.Shape(rows["train"], rows["val"], rows["test"], schedule["max_epochs"],
                               schedule["max_epochs"] // schedule["check_val_every_n_epoch"])
