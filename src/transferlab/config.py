@@ -436,7 +436,7 @@ def trainer_checks(t: DictConfig) -> list[tuple]:
         (not t.strategy.startswith("ddp") or t.strategy.startswith(SPAWN_STRATEGY), "trainer.strategy",
          t.strategy, f"re-runs the whole command in every process; use {SPAWN_STRATEGY} (trainer=ddp)"),
         (t.devices == 1 or t.strategy.startswith(SPAWN_STRATEGY), "trainer.devices", t.devices,
-         f"more than one device needs trainer.strategy={SPAWN_STRATEGY} (trainer=ddp)"),
+         f"more than one device needs trainer.strategy={SPAWN_STRATEGY} (trainer=ddp on CPU)"),
     ]
 
 
