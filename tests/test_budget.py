@@ -40,6 +40,7 @@ def test_no_checkpoint_before_min_steps_is_kept_and_early_stopping_waits(tmp_pat
     val_steps = [int(row[header.index("step")]) + 1 for row in vals[1:] if row[header.index("val_loss")]]
     assert min(val_steps) < 24 <= max(val_steps)  # validated before the minimum too, but never kept from there
     assert torch.is_tensor(next(iter(best["state_dict"].values())))
+    assert "optimizer_states" not in best  # weights only; resuming reads last.ckpt
 
 
 def run_features(cfg, split: str) -> torch.Tensor:

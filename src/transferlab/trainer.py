@@ -98,11 +98,12 @@ class AfterMinSteps:
 
 
 class BestAfterMinSteps(AfterMinSteps, ModelCheckpoint):
-    """The best val_loss checkpoint among validations at or after `min_steps`."""
+    """The best val_loss checkpoint among validations at or after `min_steps`: weights only (a third
+    of a full one for AdamW: only restore_best reads it; resuming reads last.ckpt)."""
 
     def __init__(self, min_steps: int, **kwargs):
         super().__init__(monitor="val_loss", mode="min", save_top_k=1, filename="best",
-                         save_on_train_epoch_end=False, **kwargs)
+                         save_on_train_epoch_end=False, save_weights_only=True, **kwargs)
         self.min_steps = min_steps
 
 
