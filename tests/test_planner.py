@@ -15,7 +15,7 @@ from tiny_encoder import overrides as tiny_encoder
 
 from transferlab import planner
 from transferlab.errors import ConfigError
-from transferlab.pipeline import Steps, run_budgeted_grid
+from transferlab.pipeline import ProbedCosts, Steps, grid, run_budgeted_grid
 
 COSTS = {"finetune_full": {12: 10.0, 24: 20.0, "all": 40.0}, "lora": {12: 5.0, 24: 10.0, "all": 20.0}}
 
@@ -28,6 +28,12 @@ class Costs:
 
     def predict(self, strategy: str, size) -> dict[str, float]:
         return {"load": 0.0, "train": self.table[strategy][size], "evaluate": 0.0}
+
+    def learn(self, strategy: str, size, run_dirs: list[Path]) -> None:
+        """Fixed costs: what ran teaches it nothing."""
+
+    def record(self) -> dict:
+        return {}
 
 
 class VirtualClock:
@@ -113,6 +119,30 @@ def test_a_fit_past_twice_its_prediction_is_stopped_and_reported(tmp_path):
     assert cell["status"] == "stopped" and "2x its predicted" in cell["reason"]
     card = json.loads((tmp_path / "out" / "runs" / "finetune_full-n12-s0" / "model.json").read_text())
     assert card["stopped_by_max_time"] and card["epochs"] < 400
+
+
+def test_the_probed_rate_gives_way_to_what_the_fits_measured(tmp_path):
+    """A probe that read 0.05 s per sample-step, then fits that took 0.01 s per sample-step (their
+    validations at the probed eval rate on top): the next size is predicted at 0.01."""
+    cfg = budgeted(tmp_path, "1h")
+    tunes = [c for c in grid(cfg) if c.strategy == "finetune_full"]
+    costs = ProbedCosts(tunes, Steps())
+    probed = planner.StepRate(seconds_per_sample_step=0.05, seconds_per_eval_item=0.002, load_seconds=1.0)
+    costs.probed["finetune_full"] = costs.rates["finetune_full"] = probed
+    shape = costs.shape("finetune_full", 12)
+    for seed in (0, 1):
+        validating = shape.validations * shape.val_rows * probed.seconds_per_eval_item
+        run = tmp_path / f"run{seed}"
+        run.mkdir()
+        (run / "fit.json").write_text(json.dumps(
+            {"epochs": shape.epochs, "train_seconds": shape.epochs * shape.train_rows * 0.01 + validating}))
+    before = costs.predict("finetune_full", 24)
+    costs.learn("finetune_full", 12, [tmp_path / "run0", tmp_path / "run1"])
+    assert costs.rates["finetune_full"].seconds_per_sample_step == pytest.approx(0.01)
+    assert costs.predict("finetune_full", 24) == planner.predicted_seconds(costs.rates["finetune_full"],
+                                                                          costs.shape("finetune_full", 24))
+    assert costs.predict("finetune_full", 24)["train"] < before["train"]
+    assert costs.record()["finetune_full"]["seconds_per_sample_step"] == 0.05  # the probe's, kept in plan.json
 
 
 @pytest.mark.parametrize("text, seconds", [("90s", 90), ("15m", 900), ("1h30m", 5400), (120, 120), ("45", 45)])

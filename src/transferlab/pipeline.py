@@ -222,10 +222,15 @@ def run_grid(base: DictConfig, out_dir: str | Path, steps: Steps = Steps()) -> d
     out_dir = Path(out_dir)
     cells = grid(base)
     outcomes = [(cell, run_cell(cell.cfg, runs_dir(out_dir) / cell.name, steps)) for cell in cells]
-    failed = [str(runs_dir(out_dir) / cell.name) for cell, outcome in outcomes if steps.result(outcome) is None]
-    done = [cell for cell in cells if str(runs_dir(out_dir) / cell.name) not in failed]
-    summary = write_report(base, [runs_dir(out_dir) / c.name / "metrics.json" for c in done], out_dir)
-    return {**summary, "failed_runs": failed}
+    failed = [cell.name for cell, outcome in outcomes if steps.result(outcome) is None]
+    return reported(base, out_dir, [c for c in cells if c.name not in failed], failed)
+
+
+def reported(base: DictConfig, out_dir: Path, done: list[Cell], failed: list[str], plan: dict | None = None) -> dict:
+    """The report over the cells that finished; the summary lists the failed ones' run folders."""
+    summary = write_report(base, [runs_dir(out_dir) / c.name / "metrics.json" for c in done], out_dir, plan=plan)
+    return {**summary, "failed_runs": [str(runs_dir(out_dir) / name) for name in failed],
+            **({"plan": plan} if plan is not None else {})}
 
 
 def run_cells(cells: list[Cell], out_dir: Path, steps: Steps, plan: planner.Plan) -> list[Cell]:
@@ -252,19 +257,23 @@ def run_cells(cells: list[Cell], out_dir: Path, steps: Steps, plan: planner.Plan
 
 class ProbedCosts:
     """The cost model of a budgeted grid: each fine-tuning strategy's rate probed once on this machine
-    (training.probe_rate, on the seed-0 cell of the smallest size), times each cell's shape."""
+    (training.probe_rate, on the seed-0 cell of the smallest size), times each cell's shape; once a
+    strategy's cells have run, the rate their fits measured (`learn`) replaces the probe's."""
 
     def __init__(self, cells: list[Cell], steps: Steps) -> None:
-        self.cells, self.steps, self.rates = cells, steps, {}
+        self.cells, self.steps = cells, steps
+        self.probed: dict[str, planner.StepRate] = {}
+        self.rates: dict[str, planner.StepRate] = {}
 
     def cell(self, strategy: str, size) -> Cell:
         return next(c for c in self.cells if c.strategy == strategy and c.train_size == size)
 
     def rate(self, strategy: str) -> planner.StepRate:
         if strategy not in self.rates:
+            order = planner.size_order(self.sizes())
             first = min((c for c in self.cells if c.strategy == strategy),
-                        key=lambda c: (c.seed, planner.size_order(self.sizes()).index(c.train_size)))
-            self.rates[strategy] = planner.StepRate(**self.steps.probe(
+                        key=lambda c: (c.seed, order.index(c.train_size)))
+            self.probed[strategy] = self.rates[strategy] = planner.StepRate(**self.steps.probe(
                 OmegaConf.to_container(first.cfg, resolve=True), self.data_dir(first)))
         return self.rates[strategy]
 
@@ -275,14 +284,34 @@ class ProbedCosts:
         return self.steps.prepare(OmegaConf.to_container(cell.cfg.data, resolve=True), cell.seed,
                                   str(cell.cfg.paths.cache_dir))
 
-    def predict(self, strategy: str, size) -> dict[str, float]:
+    def shape(self, strategy: str, size) -> planner.Shape:
         cell = self.cell(strategy, size)
         data_dir = Path(self.data_dir(cell))
         rows = {s: len(labels_of(data_dir, s)) for s in ("train", "val", "test")}
         schedule = resolve(cell.cfg).budget.trainer_args(rows["train"], trainer_processes(cell.cfg.trainer))
-        shape = planner.Shape(rows["train"], rows["val"], rows["test"], schedule["max_epochs"],
-                              schedule["max_epochs"] // schedule["check_val_every_n_epoch"])
-        return planner.predicted_seconds(self.rate(strategy), shape)
+        return planner.Shape(rows["train"], rows["val"], rows["test"], schedule["max_epochs"],
+                             schedule["max_epochs"] // schedule["check_val_every_n_epoch"])
+
+    def predict(self, strategy: str, size) -> dict[str, float]:
+        return planner.predicted_seconds(self.rate(strategy), self.shape(strategy, size))
+
+    def learn(self, strategy: str, size, run_dirs: list[Path]) -> None:
+        """The seconds per sample-step these finished fits took (their fit.json), validations taken
+        out at the probed rate: a probe's few steps, each at a shape not seen before, ran ~1.3x slower
+        than a whole fit (tweets, MiniLM, 2 cores), which made larger sizes look dearer than they are."""
+        shape, rate = self.shape(strategy, size), self.rate(strategy)
+        per_step = []
+        for run_dir in run_dirs:
+            fit = json.loads((Path(run_dir) / "fit.json").read_text())
+            epochs = max(1, fit["epochs"])
+            validating = epochs * shape.validations / shape.epochs * shape.val_rows * rate.seconds_per_eval_item
+            per_step.append(max(0.0, fit["train_seconds"] - validating) / (epochs * shape.train_rows))
+        if per_step:
+            self.rates[strategy] = dataclasses.replace(rate, seconds_per_sample_step=float(np.mean(per_step)))
+
+    def record(self) -> dict:
+        return {s: {**dataclasses.asdict(r), "learned_seconds_per_sample_step": self.rates[s].seconds_per_sample_step}
+                for s, r in self.probed.items()}
 
 
 def run_budgeted_grid(base: DictConfig, out_dir: str | Path, steps: Steps = Steps(),
@@ -299,13 +328,13 @@ def run_budgeted_grid(base: DictConfig, out_dir: str | Path, steps: Steps = Step
     tunes = [c for c in cells if resolve(c.cfg).kind != "head"]
     costs = costs or ProbedCosts(tunes, steps)
     alive = list(dict.fromkeys(c.strategy for c in tunes))
-    surplus: list[float] = []  # measured - predicted seconds of the fine-tuning cells so far
+    measured: list[tuple[str, Any, float]] = []  # (strategy, size, seconds) of the fine-tuning cells so far
     for size in planner.size_order(list(dict.fromkeys(c.train_size for c in tunes))):
-        ran = {}
+        ran, val_rows = {}, 0
         for strategy in alive:
             group = [c for c in tunes if c.strategy == strategy and c.train_size == size]
             predicted = costs.predict(strategy, size)
-            each = sum(predicted.values()) + (max(0.0, float(np.mean(surplus))) if surplus else 0.0)
+            each = sum(predicted.values()) + residual(costs, measured)
             for c in group:
                 plan.entry(c.name).predicted_seconds = round(each, 3)
             if not planner.fits(plan, [each] * len(group)):
@@ -316,20 +345,26 @@ def run_budgeted_grid(base: DictConfig, out_dir: str | Path, steps: Steps = Step
                 continue
             timed = [Cell(c.strategy, c.train_size, c.seed, with_max_time(c.cfg, predicted["train"])) for c in group]
             finished = run_cells(timed, out_dir, steps, plan)
-            surplus += [plan.entry(c.name).measured_seconds - each for c in finished]
+            costs.learn(strategy, size, [runs_dir(out_dir) / c.name for c in finished])
+            measured += [(strategy, size, plan.entry(c.name).measured_seconds) for c in finished]
             done += finished
             if finished:
-                ran[strategy] = float(np.mean([json.loads((runs_dir(out_dir) / c.name / "metrics.json").read_text())
-                                               ["val_accuracy"] for c in finished]))
-        alive = trimmed(alive, ran, size, tunes, plan, out_dir)
-    if hasattr(costs, "rates"):
-        plan.rates = {s: dataclasses.asdict(r) for s, r in costs.rates.items()}
+                metrics = [json.loads((runs_dir(out_dir) / c.name / "metrics.json").read_text()) for c in finished]
+                ran[strategy] = float(np.mean([m["val_accuracy"] for m in metrics]))
+                val_rows = metrics[0]["val_size"]
+        alive = trimmed(alive, ran, val_rows, size, tunes, plan)
+    plan.rates = costs.record()
     plan.write(out_dir)
     finished = {c.name for c in done}
-    summary = write_report(base, [runs_dir(out_dir) / c.name / "metrics.json" for c in cells if c.name in finished],
-                           out_dir, plan=plan.record())
-    failed = [str(runs_dir(out_dir) / e.cell) for e in plan.entries if e.status == "failed"]
-    return {**summary, "failed_runs": failed, "plan": plan.record()}
+    return reported(base, out_dir, [c for c in cells if c.name in finished],
+                    [e.cell for e in plan.entries if e.status == "failed"], plan.record())
+
+
+def residual(costs: planner.CostModel, measured: list[tuple[str, Any, float]]) -> float:
+    """What the fine-tuning cells so far took beyond the cost model's prediction of them now (a cell's
+    task and evaluation overheads), on average; never below 0, so a prediction is not cut by it."""
+    over = [seconds - sum(costs.predict(strategy, size).values()) for strategy, size, seconds in measured]
+    return max(0.0, float(np.mean(over))) if over else 0.0
 
 
 def with_max_time(cfg: DictConfig, train_seconds: float) -> DictConfig:
@@ -338,15 +373,14 @@ def with_max_time(cfg: DictConfig, train_seconds: float) -> DictConfig:
     return cfg
 
 
-def trimmed(alive: list[str], ran: dict[str, float], size, tunes: list[Cell], plan: planner.Plan,
-            out_dir: Path) -> list[str]:
-    """Successive halving: the strategies that go on to larger sizes (those that ran here and were not
-    beaten beyond noise on validation; one that did not run here does not run larger either)."""
+def trimmed(alive: list[str], ran: dict[str, float], val_rows: int, size, tunes: list[Cell],
+            plan: planner.Plan) -> list[str]:
+    """Successive halving: the strategies that go on to larger sizes (those that ran here, with mean
+    validation accuracy `ran` on `val_rows` items, and were not beaten beyond noise; one that did not
+    run here does not run larger either)."""
     keep, best = [], None
-    if ran:
-        val_rows = json.loads((runs_dir(out_dir) / next(c.name for c in tunes if c.train_size == size
-                                                         and c.strategy in ran) / "metrics.json").read_text())["val_size"]
-        keep, best = planner.survivors(ran, val_rows), max(ran, key=ran.get)
+    if ran:  # the best first: the next size spends on it before the budget runs short
+        keep, best = sorted(planner.survivors(ran, val_rows), key=ran.get, reverse=True), max(ran, key=ran.get)
     for c in tunes:
         if c.strategy in alive and c.strategy not in keep and plan.entry(c.name).status == "planned":
             plan.entry(c.name).status = "skipped"

@@ -2,8 +2,9 @@
 
 Heads are nearly free once features exist, so every head cell runs first. Each fine-tuning
 strategy's cost is then probed on this machine (a few optimiser steps at the data's own lengths)
-and a cost model predicts every fine-tuning cell before it starts. Sizes go smallest first; at
-each size a strategy whose validation accuracy trails the best beyond noise is not run at larger
+and a cost model predicts every fine-tuning cell before it starts (once a strategy's cells have
+run, the rate their fits measured replaces its probe's). Sizes go smallest first; at each size a
+strategy whose validation accuracy trails the best beyond noise is not run at larger
 ones (successive halving), and a (strategy, size) is run with all its seeds or not at all: seeds
 are fixed up front, since adding seeds only where an interval straddles zero would bias the
 verdict towards wins. Nothing starts that is predicted not to fit in what is left, and a fit is
@@ -76,6 +77,12 @@ def predicted_seconds(rate: StepRate, shape: Shape) -> dict[str, float]:
 class CostModel(Protocol):
     def predict(self, strategy: str, train_size: int | float | str) -> dict[str, float]:
         """(load, train, evaluate) seconds of a fine-tuning cell."""
+
+    def learn(self, strategy: str, train_size: int | float | str, run_dirs: list[Path]) -> None:
+        """What these finished cells' fits measured, for the predictions after them."""
+
+    def record(self) -> dict:
+        """The rates behind the predictions, for plan.json."""
 
 
 @dataclass
