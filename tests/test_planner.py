@@ -6,9 +6,11 @@ steps run, and each evaluated cell advances a clock by what the injected cost mo
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import PYTHON, ROOT, quick_compare, topic_config, topic_frame
 from tiny_encoder import overrides as tiny_encoder
@@ -16,6 +18,7 @@ from tiny_encoder import overrides as tiny_encoder
 from transferlab import planner
 from transferlab.errors import ConfigError
 from transferlab.pipeline import ProbedCosts, Steps, grid, run_budgeted_grid
+from transferlab.report.render import not_bought
 
 COSTS = {"finetune_full": {12: 10.0, 24: 20.0, "all": 40.0}, "lora": {12: 5.0, 24: 10.0, "all": 20.0}}
 
@@ -84,6 +87,31 @@ def test_the_plan_fits_the_budget_smallest_sizes_first_all_seeds_or_none(tmp_pat
     assert result["plan"] == plan
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## Budget" in report and all(c["cell"] in report for c in skipped)
+    assert "Not bought by the budget: fine-tuning at all (" in report
+    assert "finetune_full: no forecast (measured at 2 sizes; a learning curve needs 4)" in report
+
+
+def test_a_size_not_bought_gets_the_fine_tuning_forecast_marked_as_such():
+    """finetune_full measured at 4 sizes on a known curve, skipped at 'all' (3000 rows): the report's
+    line names the head's measured accuracy there and the curve's forecast, within its band."""
+    def truth(n: float) -> float:
+        return 0.9 - 0.6 * n ** -0.4
+
+    rows = [{"strategy": "finetune_full", "kind": "finetune", "train_size": n, "seed": seed,
+             "test_accuracy": truth(n) + 0.004 * (seed - 1), "metrics_file": f"runs/finetune_full-n{n}-s{seed}/m.json"}
+            for n in (50, 100, 200, 400) for seed in (0, 1, 2)]
+    rows += [{"strategy": "linear_probe", "kind": "head", "train_size": 3000, "seed": 0, "test_accuracy": 0.8,
+              "metrics_file": "runs/linear_probe-nall-s0/m.json"}]
+    plan = {"cells": [{"cell": "finetune_full-nall-s0", "strategy": "finetune_full", "train_size": "all",
+                       "kind": "finetune", "status": "skipped"}]}
+    line = not_bought(plan, pd.DataFrame(rows))
+    assert line.startswith("Not bought by the budget: fine-tuning at all (3000) labels.")
+    assert "linear_probe 80.0% at 3000" in line
+    forecast = re.search(r"finetune_full forecast \(not measured\): ([\d.]+)% at 3000 \(80% band ([\d.]+)-([\d.]+)\)",
+                         line)
+    assert forecast, line
+    value, low, high = (float(g) / 100 for g in forecast.groups())
+    assert low <= value <= high and abs(value - truth(3000)) < 0.02
 
 
 def test_no_cell_starts_that_does_not_fit_in_what_is_left(tmp_path):

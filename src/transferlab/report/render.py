@@ -11,7 +11,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from transferlab.atomic import atomic_path
-from transferlab.report.forecast import describe, fit_curve, forecast_crossover
+from transferlab.report.forecast import MIN_SIZES, describe, fit_curve, forecast_crossover
 from transferlab.report.plots import accuracy_vs_compute, learning_curves, png
 from transferlab.report.recommend import Verdict, crossover, recommendation, summarize, verdicts
 from transferlab.report.tables import seed_table
@@ -129,6 +129,40 @@ def budget_note(plan: dict) -> str:
             "its predicted time. Sizes not bought are left to the forecast.")
 
 
+def not_bought(plan: dict, runs: pd.DataFrame) -> str:
+    """The sizes the budget bought no fine-tuning at, what transfer learning measured there, and each
+    skipped fine-tuning strategy's forecast there (its learning curve, marked as a forecast), or why
+    there is none. Empty when every fine-tuning cell ran."""
+    skipped = [c for c in plan["cells"] if c["kind"] != "head" and c["status"] == "skipped"]
+    if not skipped:
+        return ""
+    rows = {Path(f).parent.name: n for f, n in zip(runs["metrics_file"], runs["train_size"])}  # cell -> rows
+    labels = dict.fromkeys(str(c["train_size"]) for c in skipped)
+    size = {label: next((n for cell, n in rows.items() if f"-n{label}-s" in cell), None) for label in labels}
+    means = runs.groupby(["strategy", "train_size"])["test_accuracy"].mean()
+    heads = runs.loc[runs["kind"] == "head", "strategy"].unique()
+    where = ", ".join(f"{label}" + (f" ({size[label]})" if label == "all" and size[label] else "") for label in labels)
+    parts = [f"Not bought by the budget: fine-tuning at {where} labels."]
+    measured = [f"{h} {100 * means[h, size[label]]:.1f}% at {size[label]}" for label in labels for h in heads
+                if size[label] is not None and (h, size[label]) in means]
+    if measured:
+        parts.append(f"Transfer learning measured there: {', '.join(measured)}.")
+    for strategy in dict.fromkeys(c["strategy"] for c in skipped):
+        own = runs[runs["strategy"] == strategy]
+        curve = fit_curve(own["train_size"].to_numpy(float), own["test_accuracy"].to_numpy(float))
+        targets = [size[c] for c in dict.fromkeys(str(c["train_size"]) for c in skipped if c["strategy"] == strategy)
+                   if size[c] is not None]
+        if curve is None:
+            parts.append(f"{strategy}: no forecast (measured at {own['train_size'].nunique()} sizes; a learning "
+                         f"curve needs {MIN_SIZES}).")
+            continue
+        low, high = curve.band(targets)
+        parts.append(f"{strategy} forecast (not measured): " + ", ".join(
+            f"{100 * float(curve.predict(n)):.1f}% at {n} (80% band {100 * lo:.1f}-{100 * hi:.1f})"
+            for n, lo, hi in zip(targets, low, high)) + ".")
+    return " ".join(parts)
+
+
 def build_report(runs: pd.DataFrame, out_dir: Path, title: str, extraction_seconds: float = 0.0,
                  tie_margin: float = 0.005, plan: dict | None = None) -> dict:
     """Writes report.md, report.html, runs.csv, the two PNG plots, learning_curve.csv and
@@ -151,8 +185,9 @@ def build_report(runs: pd.DataFrame, out_dir: Path, title: str, extraction_secon
                 else "No measured size from which fine-tuning wins at every larger one: see the advice per size.")
     per_size = per_size_table(found)
     ledger = cost_ledger(summary)
+    unbought = not_bought(plan, runs) if plan else ""
     md = "\n\n".join([
-        f"# {title}", "## Recommendation", advice, crossing,
+        f"# {title}", "## Recommendation", advice, crossing, *([unbought] if unbought else []),
         "## The comparison, measured", table.to_markdown(),
         "## Transfer vs fine-tuning at each train size", VERDICT_RULE, per_size.to_markdown(index=False),
         "## Cost ledger", LEDGER_NOTE, ledger.to_markdown(index=False),
@@ -166,6 +201,7 @@ def build_report(runs: pd.DataFrame, out_dir: Path, title: str, extraction_secon
                      f'{base64.b64encode(image).decode()}"></figure>' for name, image in plots.items())
     body = (f"<h1>{html.escape(title)}</h1><h2>Recommendation</h2><p id='recommendation'>{html.escape(advice)}</p>"
             f"<p id='crossover'>{html.escape(crossing.replace('**', ''))}</p>"
+            + (f"<p id='not-bought'>{html.escape(unbought)}</p>" if unbought else "") +
             f"<h2>The comparison, measured</h2>{table.to_html(table_id='seed-table')}"
             f"<h2>Transfer vs fine-tuning at each train size</h2><p>{html.escape(VERDICT_RULE)}</p>"
             f"{per_size.to_html(index=False, table_id='verdicts')}"
@@ -181,7 +217,7 @@ def build_report(runs: pd.DataFrame, out_dir: Path, title: str, extraction_secon
     _write(out_dir / "report.html", f"<!doctype html><html><head><meta charset='utf-8'><title>"
                                     f"{html.escape(title)}</title><style>{style}</style></head>"
                                     f"<body>{body}</body></html>\n")
-    return {"crossover": cross, "recommendation": advice, "forecast": forecast,
+    return {"crossover": cross, "recommendation": advice, "forecast": forecast, "not_bought": unbought,
             "verdicts": [verdict_record(v) for v in found]}
 
 
