@@ -87,7 +87,7 @@ def test_the_plan_fits_the_budget_smallest_sizes_first_all_seeds_or_none(tmp_pat
     assert result["plan"] == plan
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## Budget" in report and all(c["cell"] in report for c in skipped)
-    assert "Not bought by the budget: fine-tuning at all (" in report
+    assert "Not bought by the budget: finetune_full at all (" in report and "; lora at all (" in report
     assert "finetune_full: no forecast (measured at 2 sizes; a learning curve needs 4)" in report
 
 
@@ -105,8 +105,8 @@ def test_a_size_not_bought_gets_the_fine_tuning_forecast_marked_as_such():
     plan = {"cells": [{"cell": "finetune_full-nall-s0", "strategy": "finetune_full", "train_size": "all",
                        "kind": "finetune", "status": "skipped"}]}
     line = not_bought(plan, pd.DataFrame(rows))
-    assert line.startswith("Not bought by the budget: fine-tuning at all (3000) labels.")
-    assert "linear_probe 80.0% at 3000" in line
+    assert line.startswith("Not bought by the budget: finetune_full at all (3000) labels.")
+    assert "Where no fine-tuning ran, transfer learning measured: linear_probe 80.0% at 3000." in line
     forecast = re.search(r"finetune_full forecast \(not measured\): ([\d.]+)% at 3000 \(80% band ([\d.]+)-([\d.]+)\)",
                          line)
     assert forecast, line
@@ -136,17 +136,31 @@ def test_successive_halving_keeps_strategies_within_noise_of_the_best_on_validat
     assert planner.survivors({}, 100) == []
 
 
-def test_a_fit_past_twice_its_prediction_is_stopped_and_reported(tmp_path):
-    """A predicted 0.1 s of training gets Lightning's max_time of 1 s; 400 epochs take longer."""
+@pytest.mark.parametrize("budget, predicted, limit, why", [
+    ("1h", 0.1, 1, "stopped at 2x its predicted training time"),  # max_time's floor: 1 s
+    ("6.8s", 1.0, 1, "stopped at its share of what was left of the budget"),  # (6.8 - 5) s left < 2 x 1 s
+])
+def test_a_fit_past_its_limit_is_stopped_and_reported(tmp_path, budget, predicted, limit, why):
+    """A fit gets Lightning's max_time at twice its predicted training time, or at what is left of
+    the budget when that is sooner; 2000 epochs take longer than either."""
     clock = VirtualClock()
-    table = {"finetune_full": {12: 0.1}}
+    table = {"finetune_full": {12: predicted}}
     cfg = topic_config(tmp_path, "compare.strategies=[finetune_full]", "compare.train_sizes=[12]", "compare.seeds=[0]",
-                       "compare.budget=1h", quick_compare("strategy.max_epochs=400", "strategy.patience=400"))
+                       f"compare.budget={budget}", quick_compare("strategy.max_epochs=2000", "strategy.patience=2000"))
     run_budgeted_grid(cfg, tmp_path / "out", TimedSteps(clock, table), costs=Costs(table), clock=clock)
     (cell,) = json.loads((tmp_path / "out" / "plan.json").read_text())["cells"]
-    assert cell["status"] == "stopped" and "2x its predicted" in cell["reason"]
+    assert (cell["status"], cell["reason"], cell["max_train_seconds"]) == ("stopped", why, limit)
     card = json.loads((tmp_path / "out" / "runs" / "finetune_full-n12-s0" / "model.json").read_text())
-    assert card["stopped_by_max_time"] and card["epochs"] < 400
+    assert card["stopped_by_max_time"] and card["epochs"] < 2000
+    assert limit <= card["train_seconds"] < limit + 5  # the stop came at the limit
+
+
+def test_a_group_gets_at_most_its_share_of_what_is_left():
+    assert planner.train_limit(10.0, 12.0, 3, 100.0) == (20, "2x its predicted training time")
+    # (45 - 5) / 3 - 2 s of load and evaluation = 11.3: whole seconds, never past the share
+    assert planner.train_limit(10.0, 12.0, 3, 45.0) == (11, "its share of what was left of the budget")
+    assert planner.train_limit(0.1, 0.1, 1, 100.0)[0] == 1  # max_time's least
+    assert planner.max_time(3725) == "00:01:02:05"
 
 
 def test_the_probed_rate_gives_way_to_what_the_fits_measured(tmp_path):

@@ -248,7 +248,7 @@ def run_cells(cells: list[Cell], out_dir: Path, steps: Steps, plan: planner.Plan
             entry.status, entry.reason = "failed", "failed after its retries"
             continue
         if json.loads((runs_dir(out_dir) / cell.name / "model.json").read_text()).get("stopped_by_max_time"):
-            entry.status, entry.reason = "stopped", f"stopped at {planner.OVERRUN:g}x its predicted training time"
+            entry.status, entry.reason = "stopped", f"stopped at {entry.limited_by}"
         else:
             entry.status = "ran"
         done.append(cell)
@@ -318,8 +318,9 @@ def run_budgeted_grid(base: DictConfig, out_dir: str | Path, steps: Steps = Step
                       costs: planner.CostModel | None = None, clock=time.monotonic) -> dict:
     """The cells of the grid that fit in compare.budget (transferlab.planner): every head cell first,
     then fine-tuning smallest size first, a (strategy, size) with all its seeds or not at all, its
-    fit stopped at twice its predicted time; strategies beaten on validation beyond noise are not run
-    at larger sizes. plan.json and the report say what ran, what was skipped and why."""
+    fit stopped at twice its predicted time or its share of what is left; strategies beaten on
+    validation beyond noise are not run at larger sizes. plan.json and the report say what ran, what
+    was skipped and why."""
     out_dir = Path(out_dir)
     cells = grid(base)
     plan = planner.Plan(planner.budget_seconds(base.compare.budget), clock)
@@ -343,7 +344,10 @@ def run_budgeted_grid(base: DictConfig, out_dir: str | Path, steps: Steps = Step
                     plan.entry(c.name).reason = (f"predicted {each * len(group):.3g} s for its {len(group)} seed(s), "
                                                  f"{max(0.0, plan.left()):.3g} s of the budget left")
                 continue
-            timed = [Cell(c.strategy, c.train_size, c.seed, with_max_time(c.cfg, predicted["train"])) for c in group]
+            limit, limited_by = planner.train_limit(predicted["train"], each, len(group), plan.left())
+            for c in group:
+                plan.entry(c.name).max_train_seconds, plan.entry(c.name).limited_by = limit, limited_by
+            timed = [Cell(c.strategy, c.train_size, c.seed, with_max_time(c.cfg, limit)) for c in group]
             finished = run_cells(timed, out_dir, steps, plan)
             costs.learn(strategy, size, [runs_dir(out_dir) / c.name for c in finished])
             measured += [(strategy, size, plan.entry(c.name).measured_seconds) for c in finished]
@@ -367,9 +371,9 @@ def residual(costs: planner.CostModel, measured: list[tuple[str, Any, float]]) -
     return max(0.0, float(np.mean(over))) if over else 0.0
 
 
-def with_max_time(cfg: DictConfig, train_seconds: float) -> DictConfig:
+def with_max_time(cfg: DictConfig, seconds: int) -> DictConfig:
     cfg = copy.deepcopy(cfg)
-    cfg.trainer.max_time = planner.max_time(train_seconds)
+    cfg.trainer.max_time = planner.max_time(seconds)
     return cfg
 
 

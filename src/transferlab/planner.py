@@ -8,7 +8,8 @@ strategy whose validation accuracy trails the best beyond noise is not run at la
 ones (successive halving), and a (strategy, size) is run with all its seeds or not at all: seeds
 are fixed up front, since adding seeds only where an interval straddles zero would bias the
 verdict towards wins. Nothing starts that is predicted not to fit in what is left, and a fit is
-stopped (Lightning's max_time) at twice its prediction. Every decision is written to plan.json.
+stopped (Lightning's max_time) at twice its prediction or at its share of what is left, if sooner.
+Every decision is written to plan.json.
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ class Entry:
     reason: str = ""
     predicted_seconds: float | None = None
     measured_seconds: float | None = None
+    max_train_seconds: float | None = None  # its fit's max_time
+    limited_by: str = ""  # what set max_train_seconds (train_limit)
 
 
 @dataclass
@@ -149,7 +152,18 @@ def survivors(val_accuracy: dict[str, float], val_rows: int) -> list[str]:
     return [s for s, acc in val_accuracy.items() if not trails_beyond_noise(best, acc, val_rows)]
 
 
-def max_time(train_seconds: float) -> str:
-    """Lightning's max_time ("DD:HH:MM:SS") at OVERRUN x the predicted training time (at least 1 s)."""
-    total = max(1, math.ceil(OVERRUN * train_seconds))
-    return f"{total // 86400:02d}:{total % 86400 // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
+def train_limit(predicted_train: float, each: float, cells: int, left: float) -> tuple[int, str]:
+    """How long each fit of a group that fits may train (Lightning's max_time), and what sets it:
+    OVERRUN x its predicted training, or, when that comes later, its even share of what is left
+    (less its predicted load and evaluation), so that a group slower than predicted stops at the
+    budget's end instead of overrunning it. `fits` made sure the share is at least the prediction."""
+    overrun = OVERRUN * predicted_train
+    share = (left - REPORT_SECONDS) / cells - (each - predicted_train)
+    whole = max(1, math.floor(min(overrun, share)))  # max_time counts whole seconds
+    return whole, (f"{OVERRUN:g}x its predicted training time" if overrun <= share
+                   else "its share of what was left of the budget")
+
+
+def max_time(seconds: int) -> str:
+    """Lightning's max_time ("DD:HH:MM:SS") for a fit of `seconds`."""
+    return f"{seconds // 86400:02d}:{seconds % 86400 // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

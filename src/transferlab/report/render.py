@@ -126,32 +126,39 @@ def budget_note(plan: dict) -> str:
     return (f"Budget {plan['budget_seconds']:.0f} s, spent {plan['spent_seconds']:.0f} s: {counts}. Heads ran first "
             "at every size; fine-tuning smallest size first, each (strategy, size) with all its seeds or not at "
             "all, a strategy beaten on validation beyond noise not run at larger sizes, a fit stopped at twice "
-            "its predicted time. Sizes not bought are left to the forecast.")
+            "its predicted time or at its share of what was left, whichever came first. The Recommendation says "
+            "what the budget did not buy.")
 
 
 def not_bought(plan: dict, runs: pd.DataFrame) -> str:
-    """The sizes the budget bought no fine-tuning at, what transfer learning measured there, and each
-    skipped fine-tuning strategy's forecast there (its learning curve, marked as a forecast), or why
-    there is none. Empty when every fine-tuning cell ran."""
+    """Which fine-tuning strategies the budget bought at which sizes not, what transfer learning
+    measured where no fine-tuning ran, and each skipped strategy's forecast there (its learning
+    curve, marked as a forecast), or why there is none. Empty when every fine-tuning cell ran."""
     skipped = [c for c in plan["cells"] if c["kind"] != "head" and c["status"] == "skipped"]
     if not skipped:
         return ""
     rows = {Path(f).parent.name: n for f, n in zip(runs["metrics_file"], runs["train_size"])}  # cell -> rows
-    labels = dict.fromkeys(str(c["train_size"]) for c in skipped)
-    size = {label: next((n for cell, n in rows.items() if f"-n{label}-s" in cell), None) for label in labels}
-    means = runs.groupby(["strategy", "train_size"])["test_accuracy"].mean()
-    heads = runs.loc[runs["kind"] == "head", "strategy"].unique()
-    where = ", ".join(f"{label}" + (f" ({size[label]})" if label == "all" and size[label] else "") for label in labels)
-    parts = [f"Not bought by the budget: fine-tuning at {where} labels."]
-    measured = [f"{h} {100 * means[h, size[label]]:.1f}% at {size[label]}" for label in labels for h in heads
-                if size[label] is not None and (h, size[label]) in means]
+
+    def size(label) -> int | None:
+        return next((n for cell, n in rows.items() if f"-n{label}-s" in cell), None)
+
+    def named(label) -> str:
+        return f"all ({size(label)})" if str(label) == "all" and size(label) else str(label)
+
+    missing = {s: list(dict.fromkeys(c["train_size"] for c in skipped if c["strategy"] == s))
+               for s in dict.fromkeys(c["strategy"] for c in skipped)}
+    parts = ["Not bought by the budget: " + "; ".join(
+        f"{s} at {', '.join(map(named, labels))} labels" for s, labels in missing.items()) + "."]
+    tuned = set(runs.loc[runs["kind"] != "head", "train_size"])
+    means = runs[runs["kind"] == "head"].groupby(["strategy", "train_size"])["test_accuracy"].mean()
+    bare = [n for n in dict.fromkeys(size(c["train_size"]) for c in skipped) if n is not None and n not in tuned]
+    measured = [f"{h} {100 * acc:.1f}% at {n}" for (h, n), acc in means.items() if n in bare]
     if measured:
-        parts.append(f"Transfer learning measured there: {', '.join(measured)}.")
-    for strategy in dict.fromkeys(c["strategy"] for c in skipped):
+        parts.append(f"Where no fine-tuning ran, transfer learning measured: {', '.join(measured)}.")
+    for strategy, labels in missing.items():
         own = runs[runs["strategy"] == strategy]
         curve = fit_curve(own["train_size"].to_numpy(float), own["test_accuracy"].to_numpy(float))
-        targets = [size[c] for c in dict.fromkeys(str(c["train_size"]) for c in skipped if c["strategy"] == strategy)
-                   if size[c] is not None]
+        targets = [n for n in map(size, labels) if n is not None]
         if curve is None:
             parts.append(f"{strategy}: no forecast (measured at {own['train_size'].nunique()} sizes; a learning "
                          f"curve needs {MIN_SIZES}).")
