@@ -264,6 +264,7 @@ class ProbedCosts:
         self.cells, self.steps = cells, steps
         self.probed: dict[str, planner.StepRate] = {}
         self.rates: dict[str, planner.StepRate] = {}
+        self.shapes: dict[tuple, planner.Shape] = {}  # residual() re-predicts every finished cell
 
     def cell(self, strategy: str, size) -> Cell:
         return next(c for c in self.cells if c.strategy == strategy and c.train_size == size)
@@ -285,6 +286,11 @@ class ProbedCosts:
                                   str(cell.cfg.paths.cache_dir))
 
     def shape(self, strategy: str, size) -> planner.Shape:
+        if (strategy, size) not in self.shapes:
+            self.shapes[strategy, size] = self.read_shape(strategy, size)
+        return self.shapes[strategy, size]
+
+    def read_shape(self, strategy: str, size) -> planner.Shape:
         cell = self.cell(strategy, size)
         data_dir = Path(self.data_dir(cell))
         rows = {s: len(labels_of(data_dir, s)) for s in ("train", "val", "test")}
