@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -64,31 +68,78 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def prefect_api(tmp_path_factory) -> str:
-    """A real `prefect server start` on loopback for the whole session, as a team would run one.
-    Flow subprocesses inherit PREFECT_API_URL and skip starting an ephemeral server each time."""
-    home = tmp_path_factory.mktemp("prefect")
+SERVER_DIR = "TRANSFERLAB_TEST_PREFECT_DIR"  # set by the controller; xdist workers inherit it
+OWNS_SERVER = pytest.StashKey[bool]()
+
+
+def pytest_configure(config):
+    """The controller (or a run without xdist) owns one folder for the session's Prefect server.
+    Under xdist it starts the server at once, so that its ~10 s start overlaps the workers' start
+    and collection instead of holding up their first tests."""
+    if SERVER_DIR not in os.environ:
+        folder = Path(tempfile.mkdtemp(prefix="transferlab-prefect-"))
+        os.environ[SERVER_DIR] = str(folder)
+        config.stash[OWNS_SERVER] = True
+        if config.getoption("numprocesses", None):
+            start_prefect_server(folder)
+
+
+def pytest_unconfigure(config):
+    if config.stash.get(OWNS_SERVER, False):
+        folder = Path(os.environ.pop(SERVER_DIR))
+        if (folder / "server.json").exists():
+            stop(json.loads((folder / "server.json").read_text())["pid"])
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def stop(pid: int, timeout: float = 30) -> None:
+    """SIGTERM, then wait for it to go (reaped here: this process started it)."""
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + timeout
+    while time.time() < deadline and os.waitpid(pid, os.WNOHANG)[0] != pid:
+        time.sleep(0.2)
+
+
+def start_prefect_server(folder: Path) -> None:
+    """`prefect server start` on a free loopback port, in the background; its address and process
+    in folder/server.json."""
     port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home)}
+    env = {**os.environ, "PREFECT_HOME": str(folder / "home")}
     env.pop("PREFECT_API_URL", None)
     server = subprocess.Popen([os.path.join(os.path.dirname(PYTHON), "prefect"), "server", "start",
                                "--host", "127.0.0.1", "--port", str(port)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    api = f"http://127.0.0.1:{port}/api"
-    deadline = time.time() + 120
+    (folder / "server.json").write_text(json.dumps({"api": f"http://127.0.0.1:{port}/api", "pid": server.pid}))
+
+
+def wait_until_healthy(api: str, pid: int, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
     while True:
         try:
             urllib.request.urlopen(f"{api}/health", timeout=2)
-            break
+            return
         except OSError:
-            assert time.time() < deadline and server.poll() is None, "prefect server did not start"
+            assert time.time() < deadline, "prefect server did not start"
+            os.kill(pid, 0)  # ProcessLookupError: it died
             time.sleep(0.5)
-    os.environ["PREFECT_API_URL"] = api
-    yield api
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> str:
+    """A real `prefect server start` on loopback, as a team would run one: one for the whole test
+    session, shared by the xdist workers (started by the controller, or here on first use without
+    xdist). Flow subprocesses inherit PREFECT_API_URL and skip starting an ephemeral server each time."""
+    from filelock import FileLock
+
+    folder = Path(os.environ[SERVER_DIR])
+    with FileLock(str(folder / "server.lock")):
+        if not (folder / "server.json").exists():
+            start_prefect_server(folder)
+    server = json.loads((folder / "server.json").read_text())
+    wait_until_healthy(server["api"], server["pid"])
+    os.environ["PREFECT_API_URL"] = server["api"]
+    yield server["api"]
     os.environ.pop("PREFECT_API_URL", None)
-    server.terminate()
-    server.wait(timeout=30)
 
 
 # Tests of logic train for the epochs they name: no fair-budget minimum of optimiser steps, and a

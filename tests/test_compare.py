@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import PYTHON, ROOT, QUICK_BUDGET, quick_compare, topic_frame
+from conftest import PYTHON, ROOT, quick_compare, topic_frame
 from tiny_encoder import overrides as tiny
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]

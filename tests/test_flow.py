@@ -8,9 +8,13 @@ import json
 import os
 import subprocess
 import urllib.request
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
 
 from conftest import PYTHON, ROOT, topic_frame
 from tiny_encoder import overrides as tiny
@@ -46,26 +50,54 @@ def test_run_dir_override_on_an_ephemeral_server(tmp_path, data_overrides):
     assert len(list((tmp_path / "cache" / "features").glob("*/*.safetensors"))) == 3  # train, val, test
 
 
-def completed_flow_runs(api: str) -> int:
-    request = urllib.request.Request(f"{api}/flow_runs/count", method="POST",
-                                     data=json.dumps({"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}}).encode(),
+def completed_adapt_runs(api: str, under: Path) -> int:
+    """Completed `adapt` flow runs on the server (shared with other test processes) whose run folder
+    lies under `under`."""
+    body = {"flows": {"name": {"any_": ["adapt"]}}, "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}},
+            "sort": "EXPECTED_START_TIME_DESC", "limit": 200}
+    request = urllib.request.Request(f"{api}/flow_runs/filter", method="POST", data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
-    return json.loads(urllib.request.urlopen(request, timeout=10).read())
+    runs = json.loads(urllib.request.urlopen(request, timeout=10).read())
+    return sum(str(run["parameters"].get("run_dir", "")).startswith(str(under)) for run in runs)
 
 
 def feature_files(cache):
     return sorted((cache / "features").glob("*/*.safetensors"))
 
 
+def assert_same_cache_as_one_process_alone(cache: Path, run_config: Path, alone: Path) -> None:
+    """The shared cache holds what one process alone makes of the run's config: the same splits and
+    features, every text embedded once (by one of the two), and no temporary files left behind."""
+    from transferlab import pipeline
+    from transferlab.data.splits import SPLITS
+    from transferlab.features import FeatureCache
+
+    c = OmegaConf.to_container(OmegaConf.load(run_config), resolve=True)
+    alone_data = pipeline.prepare_step(c["data"], c["seed"], str(alone))
+    alone_entry = Path(pipeline.extract_step(c["backbone"], c["extract"], alone_data, str(alone)))
+    (shared_data,) = (p for p in (cache / "prepared").iterdir() if p.is_dir())
+    (entry,) = {p.parent for p in feature_files(cache)}
+    for split in SPLITS:
+        assert pd.read_parquet(shared_data / f"{split}.parquet").equals(
+            pd.read_parquet(Path(alone_data) / f"{split}.parquet"))
+        shared = FeatureCache(cache / "features").load(entry.name, split)
+        assert shared is not None, f"{split}: unreadable or failing its checksum"
+        assert torch.allclose(shared, load_file(alone_entry / f"{split}.safetensors")["features"], atol=1e-6)
+    leftovers = [p for p in cache.rglob(".*") if not p.name.endswith(".lock")]
+    assert leftovers == [], leftovers
+    store = json.loads((entry / "meta.json").read_text())["store"]
+    assert json.loads((cache / "features" / "items" / store / "meta.json").read_text())["items_embedded"] == \
+        len(topic_frame())
+
+
 def test_two_flows_at_once_share_one_prepared_copy_and_a_damaged_feature_file_under_a_cache_hit_is_rebuilt(
         tmp_path, data_overrides, prefect_api):
-    """Two `flows/adapt.py` processes started together on one fresh cache: the prepare step's file
-    lock makes one of them prepare while the other waits, and both train on the same single copy.
+    """Two `flows/adapt.py` processes started together on one fresh cache: the file locks make one of
+    them prepare and embed while the other waits, and both train on the same single copy.
     Then a third run, whose extract task would be a Prefect cache hit: a feature file damaged since
     is detected (sha256) and rebuilt, not trusted."""
     from transferlab.features import verified
 
-    before = completed_flow_runs(prefect_api)
     common = [*data_overrides, *tiny(), "strategy.max_epochs=3"]
     runs = [adapt(*common, f"hydra.run.dir={tmp_path / name}", wait=False) for name in ("a", "b")]
     for run in runs:
@@ -75,6 +107,7 @@ def test_two_flows_at_once_share_one_prepared_copy_and_a_damaged_feature_file_un
     assert len(prepared) == 1 and (prepared[0] / "data_card.json").is_file()
     a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("a", "b"))
     assert a["test_accuracy"] == b["test_accuracy"] and a["train_size"] == b["train_size"]
+    assert_same_cache_as_one_process_alone(tmp_path / "cache", tmp_path / "a" / "config.yaml", tmp_path / "alone")
 
     damaged = feature_files(tmp_path / "cache")[0]
     intact, features = damaged.read_bytes(), verified(damaged)["features"].clone()
@@ -85,4 +118,4 @@ def test_two_flows_at_once_share_one_prepared_copy_and_a_damaged_feature_file_un
     rebuilt = verified(damaged)  # sound again, and the same features (the header's key order may differ)
     assert rebuilt is not None and torch.equal(rebuilt["features"], features)
     assert json.loads((tmp_path / "again" / "metrics.json").read_text())["test_accuracy"] == a["test_accuracy"]
-    assert completed_flow_runs(prefect_api) == before + 3
+    assert completed_adapt_runs(prefect_api, tmp_path) == 3

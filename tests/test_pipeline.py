@@ -7,7 +7,7 @@ import os
 import yaml
 from omegaconf import OmegaConf
 
-from conftest import ROOT, QUICK_BUDGET, quick_compare, topic_frame
+from conftest import ROOT, quick_compare, topic_frame
 
 USER = ["data.label_column=topic", "data.train_size=7", "compare.strategies=[linear_probe,lp_ft,finetune_full]",
         "compare.train_sizes=[12,all]", "compare.seeds=[0,1]", quick_compare("strategy.max_epochs=2")]

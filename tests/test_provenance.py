@@ -83,43 +83,35 @@ def copy_tree(dest: Path, edits: dict[str, tuple[str, str]]) -> Path:
     return package.parent
 
 
-VERSIONS = """
-import json, transferlab.provenance as p
-print(json.dumps({"file": p.__file__, "prepare": p.code_version("transferlab.stages.prepare"),
-                  "extract": p.code_version("transferlab.stages.extract")}))
-"""
-KEY = """
+IN_COPY = """
 import json, sys
-from transferlab.config import checked, compose
-cfg = checked(compose(["data=csv", "data.path=" + sys.argv[1], "data.label_column=topic"], sys.argv[2]), "test")
-if sys.argv[3] == "prepared_key":
-    from transferlab.stages.prepare import cache_dir
-    print(json.dumps(cache_dir(cfg.data, 0, "cache").name))
-else:
-    from transferlab.stages.extract import backbone_key
-    print(json.dumps(backbone_key(cfg.backbone, cfg.extract)))
+import transferlab.provenance as p
+out = {"file": p.__file__, "prepare": p.code_version("transferlab.stages.prepare"),
+       "extract": p.code_version("transferlab.stages.extract")}
+if len(sys.argv) > 1:
+    from transferlab.config import checked, compose
+    cfg = checked(compose(["data=csv", "data.path=" + sys.argv[1], "data.label_column=topic"], sys.argv[2]), "test")
+    if sys.argv[3] == "prepared_key":
+        from transferlab.stages.prepare import cache_dir
+        out["prepared_key"] = cache_dir(cfg.data, 0, "cache").name
+    else:
+        from transferlab.stages.extract import backbone_key
+        out["features_key"] = backbone_key(cfg.backbone, cfg.extract)
+print(json.dumps(out))
 """
 
 
-def in_copy(src: Path, script: str, *args: str):
-    """What `script` prints (JSON) in a fresh process that imports the copy under `src`."""
+def in_copy(src: Path, csv: Path | None = None, key: str | None = None) -> dict:
+    """code_version of prepare and extract in a fresh process that imports the copy under `src`
+    (no torch imported: quick), and the cache key `key` its stage computes for `csv`:
+    `prepared_key` (splits) or `features_key` (the features' item store)."""
+    args = [str(csv), str(ROOT / "conf"), key] if key else []
     env = {**os.environ, "PYTHONPATH": str(src)}
-    out = subprocess.run([sys.executable, "-c", script, *args], env=env, check=True, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", IN_COPY, *args], env=env, check=True, capture_output=True,
                          text=True, timeout=120).stdout
-    return json.loads(out)
-
-
-def versions_in(src: Path) -> dict:
-    """code_version of prepare and extract in the copy (no torch imported: quick)."""
-    result = in_copy(src, VERSIONS)
+    result = json.loads(out)
     assert Path(result.pop("file")).is_relative_to(src)  # the copy, not the installed source
     return result
-
-
-def key_in(src: Path, csv: Path, which: str) -> str:
-    """The cache key the copy's stage computes: `prepared_key` (splits) or `features_key` (the
-    features' item store)."""
-    return in_copy(src, KEY, str(csv), str(ROOT / "conf"), which)
 
 
 def keys_here(csv: Path) -> dict:
@@ -145,21 +137,23 @@ EDITS = {
 
 
 def test_code_version_follows_code_not_comments(tmp_path):
+    topic_frame().to_csv(tmp_path / "topics.csv", index=False)  # one data file: only the code differs
+    keys = {"original": "prepared_key", "splits code": "prepared_key", "pooling code": "features_key"}
     copies = {name: copy_tree(tmp_path / name.replace(" ", "_"), edits) for name, edits in EDITS.items()}
-    v = {name: versions_in(src) for name, src in copies.items()}
-    assert v["splits comment"] == v["original"]
-    assert v["pooling comment"] == v["original"]
+    v = {name: in_copy(src, tmp_path / "topics.csv", keys.get(name)) for name, src in copies.items()}
+    versions = {name: {k: r[k] for k in ("prepare", "extract")} for name, r in v.items()}
+    assert versions["splits comment"] == versions["original"]
+    assert versions["pooling comment"] == versions["original"]
     assert v["splits code"]["prepare"] != v["original"]["prepare"]
     assert v["splits code"]["extract"] != v["original"]["extract"]  # extract imports splits too
     assert v["pooling code"]["extract"] != v["original"]["extract"]
     assert v["pooling code"]["prepare"] == v["original"]["prepare"]  # prepare never runs the encoder
     assert v["original"]["prepare"] == code_version("transferlab.stages.prepare")  # the copy is this tree
     # ... and the caches' keys follow: a fix to splitting or pooling is a miss, never a stale hit
-    topic_frame().to_csv(tmp_path / "topics.csv", index=False)  # one data file: only the code differs
     here = keys_here(tmp_path / "topics.csv")
-    assert key_in(copies["original"], tmp_path / "topics.csv", "prepared_key") == here["prepared_key"]
-    assert key_in(copies["splits code"], tmp_path / "topics.csv", "prepared_key") != here["prepared_key"]
-    assert key_in(copies["pooling code"], tmp_path / "topics.csv", "features_key") != here["features_key"]
+    assert v["original"]["prepared_key"] == here["prepared_key"]
+    assert v["splits code"]["prepared_key"] != here["prepared_key"]
+    assert v["pooling code"]["features_key"] != here["features_key"]
 
 
 def test_every_dvc_stage_depends_on_exactly_the_code_it_imports():

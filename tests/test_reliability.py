@@ -1,6 +1,6 @@
-"""Reliability with real processes, on the tiny encoder through the real pipeline: concurrent runs on
-one cache, a fine-tuning run killed with SIGKILL and resumed, bit-identical reruns, and checkpoints
-that cannot run code."""
+"""Reliability with real processes, on the tiny encoder through the real pipeline: a fine-tuning run
+killed with SIGKILL and resumed, bit-identical reruns, and checkpoints that cannot run code.
+Concurrent runs on one cache: tests/test_flow.py."""
 
 from __future__ import annotations
 
@@ -11,19 +11,15 @@ import subprocess
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
-from conftest import PYTHON, ROOT, run_cell, topic_config, QUICK_BUDGET, topic_frame
+from conftest import PYTHON, ROOT, run_cell, topic_config, QUICK_BUDGET
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from transferlab import pipeline
 from transferlab.errors import DataError
-from transferlab.features import FeatureCache
 from transferlab.stages import prepare, train
 
-SPLITS = ("train", "val", "test")
 # the only metrics allowed to differ between identical runs: measured times (the cost ledger) and memory
 TIMING = ("train_seconds", "peak_memory_mb", "backbone_load_seconds", "extraction_seconds", "cost_to_train_seconds", "inference_seconds_per_1k")
 
@@ -35,61 +31,6 @@ def without_timing(metrics: dict) -> dict:
 def as_json(cfg) -> str:
     """A config as a subprocess receives it (the flows pass their tasks plain containers too)."""
     return json.dumps(OmegaConf.to_container(cfg, resolve=True))
-
-
-# --- two processes on one cache -------------------------------------------------------------------
-
-CONCURRENT = """
-import json, sys, time
-from pathlib import Path
-from omegaconf import OmegaConf
-from transferlab import pipeline
-from transferlab.config import checked
-cfg, barrier, me = json.loads(sys.argv[1])
-cfg = checked(OmegaConf.create(cfg), "test")
-c = OmegaConf.to_container(cfg, resolve=True)
-cache = str(cfg.paths.cache_dir)
-Path(barrier, me).touch()
-while len(list(Path(barrier).iterdir())) < 2:  # both processes imported and composed: go together
-    time.sleep(0.005)
-data = pipeline.prepare_step(c["data"], cfg.seed, cache)  # the locked path every front end takes
-entry = pipeline.extract_step(c["backbone"], c["extract"], data, cache)
-print(json.dumps({"data": data, "entry": entry}))
-"""
-
-
-@pytest.mark.slow
-def test_two_processes_on_one_cache_both_finish_with_a_correct_cache(tmp_path):
-    """Two flows starting at once: the file locks make one prepare and embed while the other waits,
-    and both get the same uncorrupted entries a single process would have made."""
-    cfg = topic_config(tmp_path)
-    (tmp_path / "barrier").mkdir()
-    procs = [subprocess.Popen([PYTHON, "-c", CONCURRENT, json.dumps([json.loads(as_json(cfg)),
-                                                                    str(tmp_path / "barrier"), str(i)])],
-                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
-    outputs = [p.communicate(timeout=300) for p in procs]
-    for proc, (out, err) in zip(procs, outputs):
-        assert proc.returncode == 0, err
-    first, second = (json.loads(out.splitlines()[-1]) for out, _ in outputs)
-    assert first == second
-    entry = Path(first["entry"])
-
-    c = OmegaConf.to_container(cfg, resolve=True)  # the same work in one process, on a cache of its own
-    alone_data = pipeline.prepare_step(c["data"], cfg.seed, str(tmp_path / "alone"))
-    alone = Path(pipeline.extract_step(c["backbone"], c["extract"], alone_data, str(tmp_path / "alone")))
-    for split in SPLITS:
-        assert pd.read_parquet(Path(first["data"]) / f"{split}.parquet").equals(
-            pd.read_parquet(Path(alone_data) / f"{split}.parquet"))
-        shared = FeatureCache(tmp_path / "cache" / "features").load(entry.name, split)
-        assert shared is not None, f"{split}: unreadable or failing its checksum"
-        assert torch.allclose(shared, load_file(alone / f"{split}.safetensors")["features"], atol=1e-6)
-    assert len(list((tmp_path / "cache" / "prepared").glob("*/data_card.json"))) == 1
-    leftovers = [p for p in (tmp_path / "cache").rglob(".*") if not p.name.endswith(".lock")]
-    assert leftovers == [], leftovers  # no temporary files or folders left behind
-    store = json.loads((tmp_path / "cache" / "features" / "items" / json.loads(
-        (entry / "meta.json").read_text())["store"] / "meta.json").read_text())
-    assert store["items_embedded"] == len(topic_frame())  # every text embedded once, by one process
 
 
 # --- a fine-tuning run killed with SIGKILL, then rerun ---------------------------------------------
