@@ -364,10 +364,10 @@ def run_budgeted_grid(base: DictConfig, out_dir: str | Path, steps: Steps = Step
                 val_rows = metrics[0]["val_size"]
         alive = trimmed(alive, ran, val_rows, size, tunes, plan)
     plan.rates = costs.record()
-    plan.write(out_dir)
+    record = plan.write(out_dir)
     finished = {c.name for c in done}
     return reported(base, out_dir, [c for c in cells if c.name in finished],
-                    [e.cell for e in plan.entries if e.status == "failed"], plan.record())
+                    [e.cell for e in plan.entries if e.status == "failed"], record)
 
 
 def residual(costs: planner.CostModel, measured: list[tuple[str, Any, float]]) -> float:
@@ -388,13 +388,12 @@ def trimmed(alive: list[str], ran: dict[str, float], val_rows: int, size, tunes:
     """Successive halving: the strategies that go on to larger sizes (those that ran here, with mean
     validation accuracy `ran` on `val_rows` items, and were not beaten beyond noise; one that did not
     run here does not run larger either)."""
-    keep, best = [], None
-    if ran:  # the best first: the next size spends on it before the budget runs short
-        keep, best = sorted(planner.survivors(ran, val_rows), key=ran.get, reverse=True), max(ran, key=ran.get)
+    # the best first (survivors always hold it): the next size spends on it before the budget runs short
+    keep = sorted(planner.survivors(ran, val_rows), key=ran.get, reverse=True)
     for c in tunes:
         if c.strategy in alive and c.strategy not in keep and plan.entry(c.name).status == "planned":
             plan.entry(c.name).status = "skipped"
-            plan.entry(c.name).reason = (f"trailed {best} on validation beyond noise at {size} labels"
+            plan.entry(c.name).reason = (f"trailed {keep[0]} on validation beyond noise at {size} labels"
                                          if c.strategy in ran else f"did not fit at {size} labels")
     return keep
 

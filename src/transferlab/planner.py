@@ -124,8 +124,11 @@ class Plan:
         return {"budget_seconds": self.budget_seconds, "spent_seconds": round(spent, 3),
                 "rates": self.rates, "cells": [asdict(e) for e in self.entries]}
 
-    def write(self, out_dir: Path) -> None:
-        write_json(Path(out_dir) / PLAN, self.record())
+    def write(self, out_dir: Path) -> dict:
+        """plan.json now; the record written."""
+        record = self.record()
+        write_json(Path(out_dir) / PLAN, record)
+        return record
 
 
 def fits(plan: Plan, predicted: list[float]) -> bool:
