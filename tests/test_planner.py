@@ -165,15 +165,16 @@ def test_a_group_gets_at_most_its_share_of_what_is_left():
 
 def test_the_probed_rate_gives_way_to_what_the_fits_measured(tmp_path):
     """A probe that read 0.05 s per sample-step, then fits that took 0.01 s per sample-step (their
-    validations at the probed eval rate on top): the next size is predicted at 0.01."""
+    validations at the probed eval rate and checkpoint writes on top): the next size is predicted at 0.01."""
     cfg = budgeted(tmp_path, "1h")
     tunes = [c for c in grid(cfg) if c.strategy == "finetune_full"]
     costs = ProbedCosts(tunes, Steps())
-    probed = planner.StepRate(seconds_per_sample_step=0.05, seconds_per_eval_item=0.002, load_seconds=1.0)
+    probed = planner.StepRate(seconds_per_sample_step=0.05, seconds_per_eval_item=0.002, load_seconds=1.0,
+                              checkpoint_seconds=0.5)
     costs.probed["finetune_full"] = costs.rates["finetune_full"] = probed
     shape = costs.shape("finetune_full", 12)
     for seed in (0, 1):
-        validating = shape.validations * shape.val_rows * probed.seconds_per_eval_item
+        validating = shape.validations * (shape.val_rows * probed.seconds_per_eval_item + probed.checkpoint_seconds)
         run = tmp_path / f"run{seed}"
         run.mkdir()
         (run / "fit.json").write_text(json.dumps(
@@ -217,3 +218,4 @@ def test_a_budgeted_compare_flow_reports_what_it_skipped(tmp_path):
     report = (tmp_path / "run" / "report.html").read_text()
     assert "id=\"budget\"" in report and "finetune_full-n12-s0" in report
     assert plan["rates"]["finetune_full"]["seconds_per_sample_step"] > 0
+    assert plan["rates"]["finetune_full"]["checkpoint_seconds"] > 0  # the probe wrote a validation's checkpoints

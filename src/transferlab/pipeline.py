@@ -302,15 +302,15 @@ class ProbedCosts:
         return planner.predicted_seconds(self.rate(strategy), self.shape(strategy, size))
 
     def learn(self, strategy: str, size, run_dirs: list[Path]) -> None:
-        """The seconds per sample-step these finished fits took (their fit.json), validations taken
-        out at the probed rate: a probe's few steps, each at a shape not seen before, ran ~1.3x slower
+        """The seconds per sample-step these finished fits took (their fit.json), validations and
+        their checkpoints taken out at the probed rates: a probe's few steps, each at a shape not seen before, ran ~1.3x slower
         than a whole fit (tweets, MiniLM, 2 cores), which made larger sizes look dearer than they are."""
         shape, rate = self.shape(strategy, size), self.rate(strategy)
         per_step = []
         for run_dir in run_dirs:
             fit = json.loads((Path(run_dir) / "fit.json").read_text())
             epochs = max(1, fit["epochs"])
-            validating = epochs * shape.validations / shape.epochs * shape.val_rows * rate.seconds_per_eval_item
+            validating = epochs * shape.validations / shape.epochs * planner.validation_seconds(rate, shape)
             per_step.append(max(0.0, fit["train_seconds"] - validating) / (epochs * shape.train_rows))
         if per_step:
             self.rates[strategy] = dataclasses.replace(rate, seconds_per_sample_step=float(np.mean(per_step)))

@@ -54,6 +54,7 @@ class StepRate:
     seconds_per_eval_item: float  # a forward pass, per validation or test item
     load_seconds: float  # building the model (backbone from disk): once to train, once to evaluate
     overhead_seconds: float = 0.0  # a fit's set-up outside its steps (Trainer, tokenising the splits)
+    checkpoint_seconds: float = 0.0  # writing one validation's checkpoints (last.ckpt with optimizer state, best)
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,15 @@ class Shape:
 def predicted_seconds(rate: StepRate, shape: Shape) -> dict[str, float]:
     """(load, train, evaluate) seconds of a cell: an upper bound, as if no early stop came."""
     train = shape.epochs * shape.train_rows * rate.seconds_per_sample_step \
-        + shape.validations * shape.val_rows * rate.seconds_per_eval_item
+        + shape.validations * validation_seconds(rate, shape)
     return {"load": 2 * rate.load_seconds + rate.overhead_seconds, "train": train,
             "evaluate": shape.test_rows * rate.seconds_per_eval_item}
+
+
+def validation_seconds(rate: StepRate, shape: Shape) -> float:
+    """One validation inside a fit: its forward passes and the checkpoints written after it (~360 MB
+    for MiniLM, 1.1-1.2 s each on 2 cores: what a 50-label fit spent outside its steps)."""
+    return shape.val_rows * rate.seconds_per_eval_item + rate.checkpoint_seconds
 
 
 class CostModel(Protocol):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -179,5 +180,17 @@ def probe_rate(cfg: DictConfig, data_dir: Path, steps: int = 4) -> dict:
                         callbacks=[timer])
     trainer.fit(module, InputDataModule(data_dir, module.backbone, strategy.budget.batch_size))
     batches = sum(s for s, _ in timer.train + timer.val)
+    overhead = max(0.0, time.perf_counter() - started - batches)
     return {"seconds_per_sample_step": per_item(timer.train), "seconds_per_eval_item": per_item(timer.val),
-            "load_seconds": load_seconds, "overhead_seconds": max(0.0, time.perf_counter() - started - batches)}
+            "load_seconds": load_seconds, "overhead_seconds": overhead,
+            "checkpoint_seconds": checkpoint_seconds(trainer)}
+
+
+def checkpoint_seconds(trainer: L.Trainer) -> float:
+    """Writing what a fit writes after a validation: last.ckpt (optimizer state too, to resume) and
+    a weights-only best.ckpt (BestAfterMinSteps), here to a throwaway folder."""
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        trainer.save_checkpoint(Path(folder) / "last.ckpt")
+        trainer.save_checkpoint(Path(folder) / "best.ckpt", weights_only=True)
+        return time.perf_counter() - started
