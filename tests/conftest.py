@@ -137,13 +137,11 @@ def wait_until_healthy(api: str, pid: int, timeout: float = 120) -> None:
 def prefect_api() -> str:
     """A real `prefect server start` on loopback, as a team would run one: one for the whole test
     session, shared by the xdist workers (started by the controller, or here on first use without
-    xdist). Flow subprocesses inherit PREFECT_API_URL and skip starting an ephemeral server each time."""
-    from filelock import FileLock
-
+    xdist: one process, no race). Flow subprocesses inherit PREFECT_API_URL and skip starting an
+    ephemeral server each time."""
     folder = Path(os.environ[SERVER_DIR])
-    with FileLock(str(folder / "server.lock")):
-        if not (folder / "server.json").exists():
-            start_prefect_server(folder)
+    if not (folder / "server.json").exists():
+        start_prefect_server(folder)
     server = json.loads((folder / "server.json").read_text())
     wait_until_healthy(server["api"], server["pid"])
     os.environ["PREFECT_API_URL"] = server["api"]

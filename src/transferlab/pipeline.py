@@ -303,8 +303,9 @@ class ProbedCosts:
 
     def learn(self, strategy: str, size, run_dirs: list[Path]) -> None:
         """The seconds per sample-step these finished fits took (their fit.json), validations and
-        their checkpoints taken out at the probed rates: a probe's few steps, each at a shape not seen before, ran ~1.3x slower
-        than a whole fit (tweets, MiniLM, 2 cores), which made larger sizes look dearer than they are."""
+        their checkpoints taken out at the probed rates: a probe's few steps, each at a shape not seen
+        before, ran ~1.3x slower than a whole fit (tweets, MiniLM, 2 cores), which made larger sizes
+        look dearer than they are."""
         shape, rate = self.shape(strategy, size), self.rate(strategy)
         per_step = []
         for run_dir in run_dirs:
