@@ -53,6 +53,8 @@ class HFEncoder(Backbone):
         from transformers import AutoConfig, AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
+        from transferlab.backbones.fast_dropout import use_fast_dropout
+
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         if pooling != "mean":
@@ -72,6 +74,7 @@ class HFEncoder(Backbone):
                               f"({str(exc).splitlines()[0]})") from None
         if getattr(self.model, "pooler", None) is not None:
             self.model.pooler = None  # mean pooling replaces it; unused weights would count as trainable
+        use_fast_dropout(self.model)  # fine-tuning only; inference is unchanged
         self.max_length = max_length
         self.normalize = normalize
         self.feature_dim = int(self.model.config.hidden_size)
