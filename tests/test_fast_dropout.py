@@ -20,6 +20,9 @@ def test_the_mask_keeps_one_minus_p_and_the_scale_keeps_the_mean():
         out = fast_dropout(ones, p)
         assert abs((out == 0).float().mean().item() - p) < 0.002
         assert abs(out.mean().item() - 1.0) < 0.005
+    values = torch.rand(1_000_000).add(1.0).to(torch.bfloat16)  # bf16 keeps its dtype and its mean
+    out = fast_dropout(values, 0.1)
+    assert out.dtype == torch.bfloat16 and abs(out.float().mean().item() / values.float().mean().item() - 1) < 0.005
     mask, scale = keep_mask(torch.Size([4096, 512]), 0.1)
     assert mask.shape == (4096, 512) and mask.dtype == torch.bool
     assert scale == 65536 / (65536 - 6554)

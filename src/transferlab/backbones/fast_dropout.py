@@ -39,7 +39,10 @@ def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tens
     if x.device.type != "cpu" or p >= 1.0:  # a GPU's generator is fast already
         return F.dropout(x, p, training)
     mask, scale = keep_mask(x.shape, p)
-    return x * mask * scale
+    keep = mask.to(x.dtype)  # converted once: a bool factor is converted again in the backward pass
+    if torch.finfo(x.dtype).bits >= 32:
+        return x * keep.mul_(scale)
+    return (x * keep).mul_(scale)  # in bf16 the scale itself would round (1.1111 -> 1.1094)
 
 
 class FastDropout(nn.Dropout):
@@ -62,7 +65,8 @@ def attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: 
     if not dropout or causal or key.shape[1] != query.shape[1] or query.device.type != "cpu":
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
-    scores = torch.matmul(query, key.transpose(2, 3)) * (query.size(-1) ** -0.5 if scaling is None else scaling)
+    scale = query.size(-1) ** -0.5 if scaling is None else scaling
+    scores = torch.matmul(query * scale, key.transpose(2, 3))  # scaling q is L/head_dim times cheaper
     if attention_mask is not None:
         scores = (scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
                   if attention_mask.dtype == torch.bool else scores + attention_mask)
