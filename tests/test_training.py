@@ -116,3 +116,27 @@ def test_export_merges_lora_and_traces_to_torchscript(tmp_path):
     assert [info["labels"][i] for i in logits.argmax(-1)] == predictions["predicted"].tolist()
     probs = torch.softmax(logits, -1).numpy()
     assert abs(probs - predictions[[f"p_{n}" for n in TOPIC_LABELS]].to_numpy()).max() < 1e-4
+
+
+@pytest.mark.parametrize("limit", [1e-3, 1e6], ids=["clipped", "below-the-limit"])
+def test_gradient_clipping_scales_as_clip_grad_norm_does(tmp_path, limit):
+    """The fine-tuning module's clipping (which skips the scaling pass when the norm is below the
+    limit) leaves the same gradients as torch's clip_grad_norm_."""
+    import lightning.pytorch as L
+
+    from transferlab.models import build
+
+    module = build(topic_config(tmp_path, "strategy=finetune_full"), len(TOPIC_LABELS))
+    module.trainer = L.Trainer(accelerator="cpu", precision="32-true", logger=False)
+    optimizer = torch.optim.AdamW(module.parameters())
+    torch.manual_seed(0)
+    for p in module.parameters():
+        p.grad = torch.randn_like(p)
+    reference = [torch.nn.Parameter(p.detach().clone()) for p in module.parameters()]
+    for r, p in zip(reference, module.parameters()):
+        r.grad = p.grad.clone()
+    torch.nn.utils.clip_grad_norm_(reference, limit)
+    module.configure_gradient_clipping(optimizer, limit, "norm")
+    assert all(torch.equal(p.grad, r.grad) for p, r in zip(module.parameters(), reference))
+    total = torch.nn.utils.get_total_norm([p.grad for p in module.parameters()]).item()
+    assert (total <= limit * 1.0001) if limit < 1 else (total > 1.0)  # clipped / left as it was

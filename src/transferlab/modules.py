@@ -149,9 +149,14 @@ class FinetuneClassifier(Classifier):
             return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
         if not gradient_clip_val:
             return None
-        params = [p for group in optimizer.param_groups for p in group["params"]]
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if gradient_clip_algorithm == "value":
             torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
-        else:
-            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+            return None
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        # clip_grad_norm_ scales by min(1, max / (norm + 1e-6)) always, so that a GPU never waits
+        # for the norm; on a CPU the comparison is free, and at scale 1 the pass over every gradient
+        # (~6 ms of a ~200 ms MiniLM step on 2 cores) is skipped
+        if norm.device.type != "cpu" or norm + 1e-6 > gradient_clip_val:
+            torch.nn.utils.clip_grads_with_norm_(params, gradient_clip_val, norm)
         return None
