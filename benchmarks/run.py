@@ -10,7 +10,6 @@ import dataclasses
 import importlib
 import json
 import os
-import platform
 import sys
 from datetime import date
 from pathlib import Path
@@ -50,18 +49,21 @@ def table(figures: list[Figure]) -> str:
 def write_results(new: list[Figure]) -> Path:
     """RESULTS.md with one section per machine: a run replaces its own machine's rows of the
     benchmarks it ran, and leaves other machines' sections as they were."""
+    from transferlab.atomic import atomic_path, write_json
+
     machines = json.loads(STORE.read_text()) if STORE.exists() else {}
     key, description = machine()
     mine = machines.setdefault(key, {"figures": {}})
     mine.update(description=description, date=str(date.today()))
     mine["figures"].update({f.name: dataclasses.asdict(f) for f in new})
-    STORE.write_text(json.dumps(machines, indent=2) + "\n")
+    write_json(STORE, machines)
     sections = [f"## {k}\n\nMeasured {m['date']} by `python benchmarks/run.py` on: {m['description']}.\n\n"
                 + table([Figure(**f) for f in m["figures"].values()]) for k, m in machines.items()]
     path = ROOT / "benchmarks" / "RESULTS.md"
     notes = path.read_text().partition(NOTES)[2] if path.exists() else ""
-    path.write_text("# Benchmark results\n\nOne section per machine (CPU model and native bf16); each row's "
-                    "notes say which precision ran.\n\n" + "\n\n".join(sections) + "\n" + (NOTES + notes if notes else ""))
+    with atomic_path(path) as tmp:
+        tmp.write_text("# Benchmark results\n\nOne section per machine (CPU model and native bf16); each row's "
+                       "notes say which precision ran.\n\n" + "\n\n".join(sections) + "\n" + (NOTES + notes if notes else ""))
     return path
 
 

@@ -35,6 +35,13 @@ def test_this_machines_cpu_is_read():
     assert model and "fpu" in flags  # every x86-64 and the flags line of /proc/cpuinfo
 
 
+def test_a_bare_model_name_gets_its_family_and_model_number():
+    text = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n" \
+           "model name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512_bf16\n\nprocessor\t: 1\ncpu family\t: 99\n"
+    assert precision.parse_cpuinfo(text) == ("AMD EPYC (family 25, model 17)",
+                                             frozenset({"fpu", "avx2", "avx512_bf16"}))
+
+
 def test_the_resolved_precision_is_what_the_config_and_the_run_records_say(tmp_path):
     cfg = topic_config(tmp_path, "strategy=finetune_full", "strategy.max_epochs=1", "strategy.min_steps=0")
     expected = (precision.extraction("auto", "cpu"), precision.training("auto", "cpu"))
