@@ -100,7 +100,8 @@ def finetune(cfg, data_dir: Path, accelerator: str, batch_size: int, epochs: int
     started = time.perf_counter()
     trainer.fit(module, train_dataloaders=data.train_dataloader())
     seconds = time.perf_counter() - started
-    device = next(module.parameters()).device
+    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
+    module.to(device)  # Lightning's teardown moved it back to the CPU; count where it ran
     with FlopCounterMode(display=False) as counter:
         for batch in data.train_dataloader():
             batch = {k: v.to(device) for k, v in batch.items()}
