@@ -69,7 +69,7 @@ def plain_loop(cfg, data_dir, bucketed: bool = False) -> int:
     return EPOCHS * len(train)
 
 
-def epoch_flops(cfg, data_dir) -> tuple[int, int]:
+def epoch_flops(cfg, data_dir, device: str = "cpu") -> tuple[int, int]:
     """FLOPs of one epoch's forward + backward over the DataModule's batches, and of one validation
     pass (forward only) over its val batches (torch's FlopCounterMode: matmuls and attention at each
     batch's real padded length; the optimiser's few elementwise FLOPs are left out)."""
@@ -80,17 +80,17 @@ def epoch_flops(cfg, data_dir) -> tuple[int, int]:
     from transferlab.strategy import resolve
 
     torch.manual_seed(0)
-    module = build(cfg, classes(data_dir))
+    module = build(cfg, classes(data_dir)).float().to(device)  # fp32 whatever the weights on disk: a count, not a timing
     dataset = InputDataModule(data_dir, module.backbone, resolve(cfg).budget.batch_size)
     dataset.setup()
     with FlopCounterMode(display=False) as train:
         for batch in dataset.train_dataloader():
-            labels = batch.pop("labels")
-            F.cross_entropy(module.head(module.backbone(**batch)), labels).backward()
+            labels = batch.pop("labels").to(device)
+            F.cross_entropy(module.head(module.backbone(**{k: v.to(device) for k, v in batch.items()})), labels).backward()
     with FlopCounterMode(display=False) as val, torch.no_grad():
         for batch in dataset.val_dataloader():
             batch.pop("labels")
-            module.head(module.backbone(**batch))
+            module.head(module.backbone(**{k: v.to(device) for k, v in batch.items()}))
     return train.get_total_flops(), val.get_total_flops()
 
 
@@ -112,19 +112,29 @@ def whole_cell(cfg, data_dir) -> dict:
             "validations": int(logged["val_loss"].notna().sum()), "checkpoint_mb": sizes}
 
 
-def matmul_peak(dtype: torch.dtype, hidden: int = 384, tokens: int = 2048) -> float:
+def matmul_peak(dtype: torch.dtype, hidden: int = 384, tokens: int = 2048, square: int = 1536,
+                device: str = "cpu") -> float:
     """FLOP/s of this machine's best matmul at MiniLM's own GEMM shapes ([tokens x h] . [h x 4h] and
-    its transpose, and a square 1536), in `dtype`."""
+    its transpose, and a square one), in `dtype`. A GPU needs more tokens and a larger square to
+    be busy."""
     best = 0.0
-    for m, k, n in ((tokens, hidden, 4 * hidden), (tokens, 4 * hidden, hidden), (1536, 1536, 1536)):
-        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    for m, k, n in ((tokens, hidden, 4 * hidden), (tokens, 4 * hidden, hidden), (square, square, square)):
+        a, b = torch.randn(m, k, dtype=dtype, device=device), torch.randn(k, n, dtype=dtype, device=device)
         for _ in range(3):
             a @ b
+        synchronize(device)
         started, reps = time.perf_counter(), 20
         for _ in range(reps):
             a @ b
+        synchronize(device)
         best = max(best, 2 * m * k * n * reps / (time.perf_counter() - started))
     return best
+
+
+def synchronize(device: str) -> None:
+    """Wait for queued GPU kernels (a timer around CUDA calls measures their launches otherwise)."""
+    if device == "cuda":
+        torch.cuda.synchronize()
 
 
 def articles_epoch_share(peak: float) -> Figure:

@@ -30,7 +30,6 @@ PURE_PYTHON = ("omegaconf", "antlr4", "hydra")
 
 def pack() -> None:
     """Everything `run` reads, under .gpu/ (rewritten whole)."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     import torch
     from common import prepared
     from omegaconf import OmegaConf
@@ -58,59 +57,30 @@ def pack() -> None:
     print(f"packed {PACK}: {size:.1f} MiB")
 
 
-def matmul_peak(device: str, dtype, n: int = 8192, reps: int = 20) -> float:
-    import torch
-
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    synchronize(device)
-    started = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    synchronize(device)
-    return 2 * n ** 3 * reps / (time.perf_counter() - started)
-
-
-def synchronize(device: str) -> None:
-    import torch
-
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def finetune(cfg, data_dir: Path, accelerator: str, batch_size: int, epochs: int) -> dict:
-    """transferlab's FinetuneClassifier and InputDataModule under a plain Lightning Trainer, bf16-mixed."""
+def finetune(cfg, data_dir: Path, device: str, batch_size: int, epochs: int) -> dict:
+    """transferlab's FinetuneClassifier and InputDataModule under a plain Lightning Trainer, bf16-mixed;
+    FLOPs counted as benchmarks/finetune.py counts them."""
     import lightning.pytorch as L
-    import torch
-    import torch.nn.functional as F
-    from torch.utils.flop_counter import FlopCounterMode
+    from finetune import classes, epoch_flops
 
     from transferlab.data.datamodules import InputDataModule
     from transferlab.models import build
 
     L.seed_everything(0, verbose=False)
-    classes = len(json.loads((data_dir / "labels.json").read_text()))
-    module = build(cfg, classes).float()  # fp32 master weights from the bf16 pack
+    cfg.strategy.batch_size = batch_size
+    module = build(cfg, classes(data_dir)).float()  # fp32 master weights from the bf16 pack
     data = InputDataModule(data_dir, module.backbone, batch_size)
     data.setup()
-    trainer = L.Trainer(accelerator=accelerator, devices=1, max_epochs=epochs, logger=False,
+    trainer = L.Trainer(accelerator=device, devices=1, max_epochs=epochs, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         limit_val_batches=0, precision=cfg.trainer.precision)
     started = time.perf_counter()
     trainer.fit(module, train_dataloaders=data.train_dataloader())
     seconds = time.perf_counter() - started
-    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
-    module.to(device)  # Lightning's teardown moved it back to the CPU; count where it ran
-    with FlopCounterMode(display=False) as counter:
-        for batch in data.train_dataloader():
-            batch = {k: v.to(device) for k, v in batch.items()}
-            labels = batch.pop("labels")
-            with torch.autocast(device.type, dtype=torch.bfloat16):
-                F.cross_entropy(module.head(module.backbone(**batch)), labels).backward()
     samples = epochs * len(data.sets["train"])
+    flops = epoch_flops(cfg, data_dir, device)[0] * epochs
     return {"batch_size": batch_size, "samples": samples, "seconds": round(seconds, 2),
-            "samples_per_s": round(samples / seconds, 1), "flop_per_s": counter.get_total_flops() * epochs / seconds}
+            "samples_per_s": round(samples / seconds, 1), "flop_per_s": flops / seconds}
 
 
 def extract(cfg, data_dir: Path, batch_size: int) -> dict:
@@ -130,6 +100,7 @@ def extract(cfg, data_dir: Path, batch_size: int) -> dict:
 
 def run(out: Path | None, accelerator: str, quick: bool) -> dict:
     import torch
+    from finetune import matmul_peak
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(PACK / "config.yaml")
@@ -139,9 +110,10 @@ def run(out: Path | None, accelerator: str, quick: bool) -> dict:
     data_dir = PACK / "data"
     report = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
               "torch": torch.__version__, "precision": cfg.trainer.precision}
-    report["bf16_peak_flop_per_s"] = matmul_peak(device, torch.bfloat16, 2048 if quick else 8192)
+    big = {} if quick else {"tokens": 16384, "square": 8192}
+    report["bf16_peak_flop_per_s"] = matmul_peak(torch.bfloat16, device=device, **big)
     for batch_size in (16,) if quick else (16, 128):
-        fit = finetune(cfg, data_dir, accelerator, batch_size, 1 if quick else 3)
+        fit = finetune(cfg, data_dir, device, batch_size, 1 if quick else 3)
         fit["share_of_bf16_peak"] = round(fit["flop_per_s"] / report["bf16_peak_flop_per_s"], 4)
         report[f"finetune_batch{batch_size}"] = fit
         print(json.dumps(fit), flush=True)
@@ -160,7 +132,7 @@ def main() -> None:
     parser.add_argument("--accelerator", default="gpu")
     parser.add_argument("--quick", action="store_true", help="small sizes, to try the script on a CPU")
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT / "src"))
+    sys.path[:0] = [str(ROOT / "src"), str(ROOT / "benchmarks")]
     if args.what == "pack":
         pack()
     else:
