@@ -33,7 +33,7 @@ class Figure:
 
     def line(self) -> str:
         verdict = {True: "met", False: "NOT met", None: "reported"}[self.met]
-        return (f"{self.name}: {self.ratio:.2f}x (ours {self.ours:.3g} {self.unit}, baseline {self.baseline:.3g} "
+        return (f"{self.name}: {self.ratio:#.3g}x (ours {self.ours:.3g} {self.unit}, baseline {self.baseline:.3g} "
                 f"{self.unit}; goal {self.goal or '-'}: {verdict}){' ' + self.note if self.note else ''}")
 
 

@@ -41,7 +41,7 @@ STORE = ROOT / "benchmarks" / "results.json"
 
 
 def table(figures: list[Figure]) -> str:
-    rows = "\n".join(f"| {f.name} | {f.ours:.3g} | {f.baseline:.3g} | {f.ratio:.2f}x | {f.goal or '-'} | "
+    rows = "\n".join(f"| {f.name} | {f.ours:.3g} | {f.baseline:.3g} | {f.ratio:#.3g}x | {f.goal or '-'} | "
                      f"{ {True: 'met', False: 'not met', None: 'reported'}[f.met]} | {f.note} |" for f in figures)
     return "| figure | ours | baseline | ratio | goal | | notes |\n|---|---|---|---|---|---|---|\n" + rows
 
