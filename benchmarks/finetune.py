@@ -140,7 +140,7 @@ def synchronize(device: str) -> None:
 SHARE = "share of the fp32 matmul peak (GFLOP/s)"
 
 
-def articles_epoch(peak_samples: list[float]) -> tuple[str, float, str]:
+def articles_epoch() -> tuple[str, float, str]:
     """The fp32 epoch on BBC articles, every batch 16 x 128 tokens (the issue's setting): the GEMMs
     there are as large as the peak's, tweets' batches are a few dozen tokens. (name, FLOP/s, note)."""
     from transferlab.strategy import resolve
@@ -149,7 +149,6 @@ def articles_epoch(peak_samples: list[float]) -> tuple[str, float, str]:
                                 "trainer.precision=32-true", "trainer.enable_progress_bar=false",
                                 "trainer.deterministic=false")
     ((seconds, n),) = best_of([lambda: lightning_fit(cfg, data_dir)])
-    peak_samples.append(matmul_peak(torch.float32))
     return (f"fine-tuning fp32 epoch on BBC articles: {SHARE}", epoch_flops(cfg, data_dir)[0] / seconds,
             f"MiniLM full fine-tune, {n} articles x {EPOCHS} epoch, batch {resolve(cfg).budget.batch_size} x "
             f"{cfg.backbone.max_length} tokens, {n / seconds:.1f} samples/s, no validation or checkpoints")
@@ -163,8 +162,12 @@ def measure() -> list[Figure]:
     from transferlab.strategy import resolve
 
     native = training("auto", "cpu") == "bf16-mixed"
-    figures, speed, shares = [], {}, []
-    peak_samples = [matmul_peak(torch.float32)]
+    figures, speed, shares, peak_samples = [], {}, [], []
+
+    def read_peak() -> None:
+        peak_samples.append(matmul_peak(torch.float32))
+
+    read_peak()
     for precision, train_size in (("32-true", 256), ("bf16-mixed", 256 if native else 64)):  # emulated: fewer
         cfg, data_dir, _ = prepared("data=tweet_sentiment", f"data.train_size={train_size}", "data.limit=4000",
                                     "strategy=finetune_full", f"trainer.precision={precision}",
@@ -182,13 +185,13 @@ def measure() -> list[Figure]:
                    "samples/s", naive_s / ours_s, "", f"{setting}; the plain loop shuffles, as a user would"),
         ]
         if precision == "32-true":
-            peak_samples.append(matmul_peak(torch.float32))
+            read_peak()
             epoch, validation = epoch_flops(cfg, data_dir)
             shares.append((f"fine-tuning fp32 epoch: {SHARE}", epoch / ours_s,
                            f"{setting}, no validation or checkpoints; FLOPs counted by FlopCounterMode on the real "
                            "batches (forward + backward)"))
             cell = whole_cell(cfg, data_dir)
-            peak_samples.append(matmul_peak(torch.float32))
+            read_peak()
             ckpts = ", ".join(f"{k} {v:.0f} MB" for k, v in sorted(cell["checkpoint_mb"].items()))
             shares.append((f"fine-tuning fp32 whole cell (fit with validation + checkpoints): {SHARE}",
                            (epoch * cell["epochs"] + validation * cell["validations"]) / cell["seconds"],
@@ -197,8 +200,9 @@ def measure() -> list[Figure]:
                            f"({ckpts}), one every {resolve(cfg).budget.val_every_n_steps} steps, "
                            f"{cell['seconds']:.1f} s on its training clock; FLOPs of the training steps and the "
                            "validation passes"))
-            shares.append(articles_epoch(peak_samples))
-    peak_samples.append(matmul_peak(torch.float32))
+            shares.append(articles_epoch())
+            read_peak()
+    read_peak()
     peak = max(peak_samples)
     readings = "/".join(f"{p / 1e9:.0f}" for p in peak_samples)
     figures += [Figure(name, achieved / 1e9, peak / 1e9, "GFLOP/s", achieved / peak, ">= 0.55x",
