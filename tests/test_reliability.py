@@ -17,6 +17,7 @@ from conftest import PYTHON, ROOT, run_cell, topic_config, QUICK_BUDGET
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
+from transferlab.checkpoints import FileCheckpointIO, load_checkpoint
 from transferlab.errors import DataError
 from transferlab.stages import prepare, train
 
@@ -153,6 +154,19 @@ def test_a_checkpoint_carrying_pickled_code_is_refused_not_run(tmp_path):
     message = str(raised.value)
     assert "\n" not in message and str(last) in message and "refused" in message and "would call io.open" in message
     assert not marker.exists()
+
+
+def test_a_checkpoint_write_that_fails_leaves_the_last_one_whole(tmp_path):
+    """Checkpoints stream into a temporary file renamed when complete: a save that fails half-way
+    (here an object torch.save cannot pickle, after the tensors) keeps the earlier last.ckpt, and
+    leaves nothing else behind."""
+    io = FileCheckpointIO()
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"epoch": 0, "state_dict": {"w": torch.ones(1000)}}, last)
+    with pytest.raises(Exception, match="pickle"):
+        io.save_checkpoint({"epoch": 1, "state_dict": {"w": torch.zeros(1000)}, "hook": lambda: None}, last)
+    assert load_checkpoint(last)["epoch"] == 0 and torch.equal(load_checkpoint(last)["state_dict"]["w"], torch.ones(1000))
+    assert [p.name for p in last.parent.iterdir()] == ["last.ckpt"]
 
 
 def calls(tree: ast.AST, name: str) -> list[ast.Call]:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from safetensors.torch import save_file
 
 from transferlab.atomic import atomic_path, write_json
-from transferlab.checkpoints import check_fits, load_checkpoint
+from transferlab.checkpoints import FileCheckpointIO, check_fits, load_checkpoint
 from transferlab.progress import progress_callbacks
 from transferlab.resources import TrainClock
 from transferlab.strategy import Strategy
@@ -149,7 +149,7 @@ def build_trainer(cfg: DictConfig, strategy: Strategy, run_dir: Path, resumable:
                  QuietWorkers(), FitSummary(run_dir), *(extra_callbacks or [])]
     return instantiate(cfg.trainer, **(HEAD if single_process else {}), **schedule,
                        gradient_clip_val=strategy.gradient_clip_val,
-                       callbacks=callbacks, logger=build_logger(cfg.logger, run_dir),
+                       callbacks=callbacks, plugins=[FileCheckpointIO()], logger=build_logger(cfg.logger, run_dir),
                        default_root_dir=str(run_dir))
 
 
