@@ -31,7 +31,7 @@ def lightning_fit(cfg, data_dir) -> int:
 
     L.seed_everything(0, verbose=False)
     module = build(cfg, classes(data_dir))
-    datamodule = InputDataModule(data_dir, module.backbone, resolve(cfg).budget.batch_size)
+    datamodule = InputDataModule(data_dir, module.backbone, resolve(cfg).budget.batch_size, cfg.extract.batch_size)
     datamodule.setup()
     trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=EPOCHS, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
@@ -50,7 +50,7 @@ def plain_loop(cfg, data_dir, bucketed: bool = False) -> int:
     torch.manual_seed(0)
     strategy = resolve(cfg)
     module = build(cfg, classes(data_dir))
-    dataset = InputDataModule(data_dir, module.backbone, strategy.budget.batch_size)
+    dataset = InputDataModule(data_dir, module.backbone, strategy.budget.batch_size, cfg.extract.batch_size)
     dataset.setup()
     train = dataset.sets["train"]
     loader = dataset.train_dataloader() if bucketed else \
@@ -81,7 +81,7 @@ def epoch_flops(cfg, data_dir, device: str = "cpu") -> tuple[int, int]:
 
     torch.manual_seed(0)
     module = build(cfg, classes(data_dir)).float().to(device)  # fp32 whatever the weights on disk: a count, not a timing
-    dataset = InputDataModule(data_dir, module.backbone, resolve(cfg).budget.batch_size)
+    dataset = InputDataModule(data_dir, module.backbone, resolve(cfg).budget.batch_size, cfg.extract.batch_size)
     dataset.setup()
     with FlopCounterMode(display=False) as train:
         for batch in dataset.train_dataloader():

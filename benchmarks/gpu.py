@@ -69,7 +69,7 @@ def finetune(cfg, data_dir: Path, device: str, batch_size: int, epochs: int) -> 
     L.seed_everything(0, verbose=False)
     cfg.strategy.batch_size = batch_size
     module = build(cfg, classes(data_dir)).float()  # fp32 master weights from the bf16 pack
-    data = InputDataModule(data_dir, module.backbone, batch_size)
+    data = InputDataModule(data_dir, module.backbone, batch_size, cfg.extract.batch_size)
     data.setup()
     trainer = L.Trainer(accelerator=device, devices=1, max_epochs=epochs, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

@@ -259,6 +259,8 @@ CASES = [
                  id="val-fraction-zero"),
     pytest.param(Case(overrides("data.test_fraction=1.5"), ConfigError, ("data.test_fraction=1.5", "(0, 1)")),
                  id="test-fraction-above-one"),
+    pytest.param(Case(overrides("extract.batch_size=0"), ConfigError, ("extract.batch_size=0", "> 0")),
+                 id="extract-batch-size-zero"),
     pytest.param(Case(unknown_source, DataError, ("unknown", "bbc_news")), id="unknown-data-source-in-api"),
     # images
     pytest.param(Case(images(lambda png: png[: len(png) // 2]), DataError, ("cannot be read as an image",)),

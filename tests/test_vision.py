@@ -128,7 +128,7 @@ def test_frozen_batchnorm_keeps_its_statistics_through_train_mode_and_lightning_
     trainer = L.Trainer(max_steps=3, limit_val_batches=0, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
                         default_root_dir=str(tmp_path))
-    trainer.fit(module, InputDataModule(data, backbone, batch_size=16))
+    trainer.fit(module, InputDataModule(data, backbone, batch_size=16, eval_batch_size=16))
     assert trainer.global_step == 3
     after = norm_buffers(backbone)
     assert before.keys() == after.keys() and len(before) == 3 * 49

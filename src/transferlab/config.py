@@ -52,7 +52,7 @@ class BackboneConfig:
 
 @dataclass
 class ExtractConfig:
-    batch_size: int = 32
+    batch_size: int = 32  # every forward-only pass over raw inputs (extraction; validation, evaluation, prediction)
     precision: str = "auto"  # auto | fp32 | bf16 (the frozen backbone's weights in bf16): transferlab.precision
 
 
@@ -327,6 +327,7 @@ def validate(cfg: DictConfig) -> None:
          f"unknown; choose one of {', '.join(TEXT_BACKBONES + IMAGE_BACKBONES)}"),
         (cfg.extract.precision in ("auto", "fp32", "bf16"), "extract.precision", cfg.extract.precision,
          "must be 'auto', 'fp32' or 'bf16'"),
+        (cfg.extract.batch_size > 0, "extract.batch_size", cfg.extract.batch_size, "must be > 0"),
         (0 < cfg.data.val_fraction < 1, "data.val_fraction", cfg.data.val_fraction, "must be in (0, 1)"),
         (cfg.data.val_max_rows is None or cfg.data.val_max_rows > 0, "data.val_max_rows", cfg.data.val_max_rows,
          "must be > 0 or null"),

@@ -11,10 +11,10 @@ import lightning.pytorch as L
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Subset, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from transferlab.backbones import Backbone, build_backbone
-from transferlab.data.datamodules import EncodedInputs, in_row_order
+from transferlab.data.datamodules import EncodedInputs, by_length, in_row_order
 from transferlab.modules import FeatureExtractor
 from transferlab.progress import progress_callbacks
 from transferlab.strategy import count_parameters, freeze
@@ -25,7 +25,7 @@ def features_of(model: Backbone, items: list, batch_size: int, progress: bool = 
     """Encoded once up front, then length-bucketed batches padded to their longest item, under
     inference mode, in the model's own dtype; fp32 rows in the order of `items`."""
     dataset = EncodedInputs(items, torch.zeros(len(items), dtype=torch.long), model)
-    loader = DataLoader(Subset(dataset, dataset.by_length()), batch_size=batch_size, collate_fn=dataset.collate)
+    loader = by_length(dataset, batch_size)
     quiet_lightning()
     shown = progress and len(loader) > 1
     trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
@@ -71,5 +71,5 @@ def feature_logits(module: L.LightningModule, features: torch.Tensor, trainer_cf
 def input_logits(module: L.LightningModule, items: list, batch_size: int, trainer_cfg: DictConfig) -> torch.Tensor:
     """Backbone + head logits over raw inputs, length-bucketed, in the order of `items`."""
     dataset = EncodedInputs(items, torch.zeros(len(items), dtype=torch.long), module.backbone)
-    loader = DataLoader(Subset(dataset, dataset.by_length()), batch_size=batch_size, collate_fn=dataset.collate)
+    loader = by_length(dataset, batch_size)
     return in_row_order(predict_logits(module, loader, trainer_cfg), loader)

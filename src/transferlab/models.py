@@ -70,7 +70,7 @@ class TrainedModel:
 
         if self.card["kind"] == "head":
             return feature_logits(self.module, embed(self.cfg.backbone, self.cfg.extract, items)[0], self.cfg.trainer)
-        return input_logits(self.module, items, self.strategy.budget.batch_size, self.cfg.trainer)
+        return input_logits(self.module, items, self.cfg.extract.batch_size, self.cfg.trainer)
 
 
 REQUIRED = ("config.yaml", "model.json", "model.safetensors")

@@ -109,7 +109,7 @@ def fit_finetune(cfg: DictConfig, strategy: Strategy, data_dir: Path, features_d
         start_from_probe(cfg, strategy.probe, module, data_dir, features_dir, model_dir)
     if resume:
         keep_earlier_logs(model_dir, resume[1])
-    datamodule = InputDataModule(data_dir, module.backbone, strategy.budget.batch_size)
+    datamodule = InputDataModule(data_dir, module.backbone, strategy.budget.batch_size, cfg.extract.batch_size)
     clock = TrainClock(model_dir / "clock.json")
     trainer = build_trainer(cfg, strategy, model_dir, resumable=True, train_rows=len(labels_of(data_dir, "train")),
                             extra_callbacks=[clock, *strategy.callbacks()])
@@ -178,7 +178,7 @@ def probe_rate(cfg: DictConfig, data_dir: Path, steps: int = 4) -> dict:
                         val_check_interval=steps + 1, check_val_every_n_epoch=None, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[timer])
-    trainer.fit(module, InputDataModule(data_dir, module.backbone, strategy.budget.batch_size))
+    trainer.fit(module, InputDataModule(data_dir, module.backbone, strategy.budget.batch_size, cfg.extract.batch_size))
     batches = sum(s for s, _ in timer.train + timer.val)
     overhead = max(0.0, time.perf_counter() - started - batches)
     return {"seconds_per_sample_step": per_item(timer.train), "seconds_per_eval_item": per_item(timer.val),

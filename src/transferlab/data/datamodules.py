@@ -96,7 +96,7 @@ class LengthBucketSampler(BatchSampler):
 class InputDataModule(L.LightningDataModule):
     """Raw inputs (texts, images) of the prepared splits, for fine-tuning and for extraction."""
 
-    def __init__(self, data_dir: str | Path, backbone, batch_size: int, eval_batch_size: int = 64):
+    def __init__(self, data_dir: str | Path, backbone, batch_size: int, eval_batch_size: int):
         super().__init__()
         self.data_dir, self.backbone = Path(data_dir), backbone
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
@@ -119,11 +119,15 @@ class InputDataModule(L.LightningDataModule):
         return self.loader("val")
 
     def loader(self, split: str) -> DataLoader:
-        """Length-bucketed for inference: `loader.dataset.indices` maps outputs back to rows."""
         self.setup()
-        ds = self.sets[split]
-        return DataLoader(torch.utils.data.Subset(ds, ds.by_length()), batch_size=self.eval_batch_size,
-                          collate_fn=ds.collate)
+        return by_length(self.sets[split], self.eval_batch_size)
+
+
+def by_length(dataset: EncodedInputs, batch_size: int) -> DataLoader:
+    """Batches of similar length for a forward-only pass (least padding); `loader.dataset.indices`
+    maps outputs back to rows (`in_row_order`)."""
+    return DataLoader(torch.utils.data.Subset(dataset, dataset.by_length()), batch_size=batch_size,
+                      collate_fn=dataset.collate)
 
 
 def in_row_order(outputs: torch.Tensor, loader: DataLoader) -> torch.Tensor:

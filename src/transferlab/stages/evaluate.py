@@ -31,7 +31,7 @@ def split_logits(model: TrainedModel, data_dir: Path, features_dir: Path | None)
         else:
             column = model.module.backbone.input_column
             logits[s] = input_logits(model.module, read_split(data_dir, s)[column].tolist(),
-                                     model.strategy.budget.batch_size, cfg.trainer)
+                                     cfg.extract.batch_size, cfg.trainer)
         if s == "test":
             test_seconds = time.perf_counter() - started
     return logits, test_seconds
