@@ -20,6 +20,8 @@ from safetensors.torch import load_file
 from transferlab.checkpoints import FileCheckpointIO, load_checkpoint
 from transferlab.errors import DataError
 from transferlab.stages import prepare, train
+from transferlab.strategy import resolve
+from transferlab.trainer import build_trainer
 
 # the only metrics allowed to differ between identical runs: measured times (the cost ledger) and memory
 TIMING = ("train_seconds", "peak_memory_mb", "backbone_load_seconds", "extraction_seconds", "cost_to_train_seconds", "inference_seconds_per_1k")
@@ -167,6 +169,17 @@ def test_a_checkpoint_write_that_fails_leaves_the_last_one_whole(tmp_path):
         io.save_checkpoint({"epoch": 1, "state_dict": {"w": torch.zeros(1000)}, "hook": lambda: None}, last)
     assert load_checkpoint(last)["epoch"] == 0 and torch.equal(load_checkpoint(last)["state_dict"]["w"], torch.ones(1000))
     assert [p.name for p in last.parent.iterdir()] == ["last.ckpt"]
+
+
+def test_every_fit_and_the_cost_probe_write_checkpoints_through_it(tmp_path):
+    """build_trainer's Trainer (every fit) and the planner's probe write with FileCheckpointIO."""
+    cfg = topic_config(tmp_path, *FINETUNE)
+    trainer = build_trainer(cfg, resolve(cfg), tmp_path / "run", resumable=True, train_rows=40)
+    assert isinstance(trainer.strategy.checkpoint_io, FileCheckpointIO)
+    probe = ast.parse((ROOT / "src" / "transferlab" / "training.py").read_text())
+    [fn] = [n for n in ast.walk(probe) if isinstance(n, ast.FunctionDef) and n.name == "probe_rate"]
+    [plugins] = [k.value for c in ast.walk(fn) if isinstance(c, ast.Call) for k in c.keywords if k.arg == "plugins"]
+    assert ast.unparse(plugins) == "[FileCheckpointIO()]"
 
 
 def calls(tree: ast.AST, name: str) -> list[ast.Call]:
