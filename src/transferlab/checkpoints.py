@@ -33,7 +33,7 @@ class FileCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict, path: str | Path, storage_options: object = None) -> None:
         if storage_options is not None:
-            super().save_checkpoint(checkpoint, path, storage_options)  # refuses them, as Lightning does
+            raise TypeError(f"{type(self).__name__} takes no storage_options (a local file is written)")
         Path(path).parent.mkdir(parents=True, exist_ok=True)  # fails as Lightning's does: an OSError, retried
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
