@@ -78,7 +78,8 @@ def predicted_seconds(rate: StepRate, shape: Shape) -> dict[str, float]:
 
 def validation_seconds(rate: StepRate, shape: Shape) -> float:
     """One validation inside a fit: its forward passes and the checkpoints written after it (~360 MB
-    for MiniLM, 1.1-1.2 s each on 2 cores: what a 50-label fit spent outside its steps)."""
+    for MiniLM: 0.3-2 s on a 2-core VM, its disk writes vary, hence measured by the probe; with them,
+    what a 50-label fit spends outside its steps)."""
     return shape.val_rows * rate.seconds_per_eval_item + rate.checkpoint_seconds
 
 
