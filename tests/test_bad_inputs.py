@@ -28,11 +28,13 @@ from safetensors.torch import load_file, save_file
 from tiny_encoder import overrides as tiny_encoder
 
 from transferlab import predict
+from transferlab.checkpoints import leave_out
 from transferlab.config import (IMAGE_BACKBONES, IMAGE_SOURCES, TEXT_BACKBONES, TEXT_SOURCES, DataConfig,
                                 checked, compose, load_params)
 from transferlab.errors import ConfigError, DataError
-from transferlab.models import load_trained
+from transferlab.models import build_finetune_module, load_trained
 from transferlab.stages import extract, prepare, train
+from transferlab.strategy import resolve
 
 Build = Callable[[Path], tuple[Callable[[], object], str]]  # tmp -> (the failing call, what it must name)
 
@@ -220,6 +222,22 @@ def resume_from_another_config(tmp: Path):
     return (lambda: train.run(cfg, tmp / "prepared", None, ckpt.parents[1])), str(ckpt)
 
 
+def resume_after_the_backbone_changed(tmp: Path):
+    """A last.ckpt of this very config that left out its frozen weights, written when one of them
+    held another value than the rebuilt backbone's (its files changed since): refused up front,
+    not resumed with weights the run never trained with."""
+    cfg = topics_cfg("strategy=finetune_last_n", "strategy.max_epochs=1", *QUICK_BUDGET)
+    module = build_finetune_module(cfg, resolve(cfg), 3)
+    frozen = [name for name, p in module.named_parameters() if not p.requires_grad]
+    checkpoint = {"epoch": 0, "state_dict": {k: v.clone() for k, v in module.state_dict().items()}}
+    checkpoint["state_dict"][frozen[0]] += 1.0
+    leave_out(checkpoint, frozen)
+    ckpt = tmp / "in" / "run" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save(checkpoint, ckpt)
+    return (lambda: train.run(cfg, tmp / "prepared", None, ckpt.parents[1])), str(ckpt)
+
+
 CASES = [
     # data: files
     pytest.param(Case(table(None), DataError, ("not found", "data.path")), id="missing-file"),
@@ -329,6 +347,9 @@ CASES = [
                       ("cannot be read as safetensors",)), id="truncated-weights"),
     pytest.param(Case(resume_from_another_config, DataError, ("another model", "head.weight is (5, 384)")),
                  id="resume-from-last-ckpt-of-another-config"),
+    pytest.param(Case(resume_after_the_backbone_changed, DataError,
+                      ("1 of the", "frozen weights it left out differ", "changed since")),
+                 id="resume-after-the-backbone-changed"),
     pytest.param(Case(unwritable_output, DataError, ("cannot write", "is a file, not a folder")),
                  id="output-path-not-writable"),
 ]

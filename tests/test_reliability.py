@@ -17,8 +17,9 @@ from conftest import PYTHON, ROOT, run_cell, topic_config, QUICK_BUDGET
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from transferlab.checkpoints import FileCheckpointIO, load_checkpoint
+from transferlab.checkpoints import LEFT_OUT, FileCheckpointIO, digest, load_checkpoint
 from transferlab.errors import DataError
+from transferlab.models import build_finetune_module
 from transferlab.stages import prepare, train
 from transferlab.strategy import resolve
 from transferlab.trainer import build_trainer
@@ -94,6 +95,7 @@ def test_killed_finetune_resumes_from_its_last_checkpoint_to_the_same_result(fin
     assert proc.returncode == -signal.SIGKILL
     assert not (run / "model.safetensors").exists() and not (run / "metrics.json").exists()
     stopped_after = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
+    assert load_checkpoint(last)[LEFT_OUT]  # the frozen blocks are not in it: resuming fills them back in
     assert stopped_after < MAX_EPOCHS - 1  # killed before the last epoch ended
 
     metrics = run_cell(cfg, run)  # the same command again
@@ -156,6 +158,22 @@ def test_a_checkpoint_carrying_pickled_code_is_refused_not_run(tmp_path):
     message = str(raised.value)
     assert "\n" not in message and str(last) in message and "refused" in message and "would call io.open" in message
     assert not marker.exists()
+
+
+def test_checkpoints_leave_out_the_weights_no_optimizer_updates(finetuned):
+    """A last-N run's checkpoints hold the trained blocks, the head and every buffer; each frozen
+    weight is left out with a digest, which is that of the rebuilt model's weight and of the
+    run's saved model's (the frozen blocks never changed)."""
+    root, cfg, _ = finetuned
+    module = build_finetune_module(cfg, resolve(cfg), 3)
+    own = module.state_dict()
+    frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
+    assert frozen and any(p.requires_grad for p in module.backbone.parameters())
+    saved = load_file(root / "uninterrupted" / "model.safetensors")
+    for name in ("last.ckpt", "best.ckpt"):
+        ckpt = load_checkpoint(root / "uninterrupted" / "checkpoints" / name)
+        assert set(ckpt["state_dict"]) == set(own) - frozen and set(ckpt[LEFT_OUT]) == frozen
+        assert all(ckpt[LEFT_OUT][n] == digest(own[n]) == digest(saved[n]) for n in frozen)
 
 
 def test_a_checkpoint_write_that_fails_leaves_the_last_one_whole(tmp_path):

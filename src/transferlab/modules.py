@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from transferlab.checkpoints import full_state, leave_out
+
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in batch.items() if k != "labels"}
@@ -124,6 +126,19 @@ class FinetuneClassifier(Classifier):
 
     def logits_and_labels(self, batch):
         return self.head(self.backbone(**model_inputs(batch))), batch["labels"]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """The weights no optimizer updates are left out (LoRA, last-N: the frozen backbone). Gradual
+        unfreezing has every weight in its optimizer, so a weight frozen when the best checkpoint
+        is written, which trains later, is kept in it."""
+        if not self.trainer.optimizers:  # written before the optimizer exists: nothing to go by
+            return
+        updated = {id(p) for optimizer in self.trainer.optimizers for group in optimizer.param_groups
+                   for p in group["params"]}
+        leave_out(checkpoint, [name for name, p in self.named_parameters() if id(p) not in updated])
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["state_dict"] = full_state(checkpoint, self, "the checkpoint resumed from")
 
     def configure_optimizers(self):
         # fused: one kernel for all parameters; the per-parameter loop (sqrt, div, lerp per tensor)

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from safetensors.torch import save_file
 
 from transferlab.atomic import atomic_path, write_json
-from transferlab.checkpoints import FileCheckpointIO, check_fits, load_checkpoint
+from transferlab.checkpoints import FileCheckpointIO, check_fits, full_state, load_checkpoint
 from transferlab.progress import progress_callbacks
 from transferlab.resources import TrainClock
 from transferlab.strategy import Strategy
@@ -189,7 +189,7 @@ def checked_resume(run_dir: Path, module: L.LightningModule) -> tuple[str, int] 
     if path is None:
         return None
     ckpt = load_checkpoint(path)
-    check_fits(ckpt["state_dict"], module, path)
+    check_fits(full_state(ckpt, module, path), module, path)
     return path, int(ckpt.get("epoch", 0))
 
 
@@ -258,7 +258,7 @@ def restore_best(trainer: L.Trainer, module: L.LightningModule) -> None:
     """The best checkpoint's weights back into `module` (none kept: the final weights stay)."""
     best = trainer.checkpoint_callback.best_model_path
     if best:
-        module.load_state_dict(load_checkpoint(best)["state_dict"])
+        module.load_state_dict(full_state(load_checkpoint(best), module, best))
 
 
 def save_weights(module: L.LightningModule, run_dir: Path) -> Path:
