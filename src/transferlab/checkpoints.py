@@ -44,6 +44,7 @@ class FileCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, tmp)
 
 
+ANOTHER_MODEL = "weights of another model (another backbone, label set or strategy)"
 LEFT_OUT = "frozen_left_out"  # checkpoint key: {weight name: digest} of the weights it does not hold
 
 
@@ -72,8 +73,7 @@ def full_state(checkpoint: dict, module: nn.Module, path: str | Path) -> dict[st
     own = module.state_dict()
     absent = [name for name in left if name not in own]
     if absent:
-        raise DataError(f"{path}: weights of another model (another backbone, label set or strategy): "
-                        f"{len(absent)} left-out weights this model lacks, e.g. {absent[0]}")
+        raise DataError(f"{path}: {ANOTHER_MODEL}: {len(absent)} left-out weights this model lacks, e.g. {absent[0]}")
     changed = [name for name, value in left.items() if digest(own[name]) != value]
     if changed:
         raise DataError(f"{path}: {len(changed)} of the {len(left)} frozen weights it left out differ from this "
@@ -124,5 +124,4 @@ def check_fits(state: Mapping[str, torch.Tensor], module: nn.Module, path: str |
     if unexpected:
         differences.append(f"{len(unexpected)} unexpected, e.g. {unexpected[0]}")
     if differences:
-        raise DataError(f"{path}: weights of another model (another backbone, label set or strategy): "
-                        + "; ".join(differences))
+        raise DataError(f"{path}: {ANOTHER_MODEL}: " + "; ".join(differences))
