@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from transferlab.backbones import Backbone, build_backbone
 from transferlab.data.datamodules import EncodedInputs, by_length, in_row_order
+from transferlab.heap import RetainedHeap
 from transferlab.modules import FeatureExtractor
 from transferlab.progress import progress_callbacks
 from transferlab.strategy import count_parameters, freeze
@@ -29,7 +30,8 @@ def features_of(model: Backbone, items: list, batch_size: int, progress: bool = 
     quiet_lightning()
     shown = progress and len(loader) > 1
     trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
-                        enable_model_summary=False, enable_progress_bar=shown, callbacks=progress_callbacks(shown))
+                        enable_model_summary=False, enable_progress_bar=shown,
+                        callbacks=[*progress_callbacks(shown), RetainedHeap()])
     return in_row_order(torch.cat(trainer.predict(FeatureExtractor(model), loader)), loader)
 
 
@@ -58,7 +60,7 @@ def predict_logits(module: L.LightningModule, loader: DataLoader, trainer_cfg: D
     names one), no logs or checkpoints, in this process: the outputs are needed here, in order."""
     quiet_lightning()
     trainer = instantiate(trainer_cfg, **one_process, logger=False, enable_checkpointing=False,
-                          enable_progress_bar=False)
+                          enable_progress_bar=False, callbacks=[RetainedHeap()])
     return torch.cat(trainer.predict(module, loader))
 
 

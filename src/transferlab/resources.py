@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import json
 import threading
 import time
@@ -17,17 +15,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from transferlab.atomic import write_json
-
-
-def release_freed_memory() -> None:
-    """Hand memory that earlier work freed back to the OS (glibc keeps freed heap pages resident),
-    so that a block measured after, say, a fine-tune in the same process does not start from that
-    fine-tune's high-water mark: RSS then is about what is live."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim this way
-        pass
+from transferlab.heap import release_freed_memory
 
 
 class ResourceMeter:

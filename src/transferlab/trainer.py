@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 
 from transferlab.atomic import atomic_path, write_json
 from transferlab.checkpoints import FileCheckpointIO, check_fits, full_state, load_checkpoint
+from transferlab.heap import RetainedHeap
 from transferlab.progress import progress_callbacks
 from transferlab.resources import TrainClock
 from transferlab.strategy import Strategy
@@ -146,7 +147,7 @@ def build_trainer(cfg: DictConfig, strategy: Strategy, run_dir: Path, resumable:
     stopping = EarlyStoppingAfterMinSteps(budget.min_steps, budget.patience)
     seeded = [EpochSeed(cfg.seed)] if resumable else []  # resumed = uninterrupted
     callbacks = [best, *last, stopping, *seeded, *progress_callbacks(cfg.trainer.enable_progress_bar),
-                 QuietWorkers(), FitSummary(run_dir), *(extra_callbacks or [])]
+                 QuietWorkers(), FitSummary(run_dir), RetainedHeap(), *(extra_callbacks or [])]
     return instantiate(cfg.trainer, **(HEAD if single_process else {}), **schedule,
                        gradient_clip_val=strategy.gradient_clip_val,
                        callbacks=callbacks, plugins=[FileCheckpointIO()], logger=build_logger(cfg.logger, run_dir),

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from transferlab.checkpoints import FileCheckpointIO
 from transferlab.data.datamodules import FeatureDataModule, InputDataModule, labels_of
 from transferlab.features import load_features
+from transferlab.heap import RetainedHeap
 from transferlab.model_card import write_model_card
 from transferlab.models import build_finetune_module, build_head_module
 from transferlab.resources import ResourceMeter, TrainClock
@@ -178,7 +179,8 @@ def probe_rate(cfg: DictConfig, data_dir: Path, steps: int = 4) -> dict:
                         max_steps=steps + 1, limit_val_batches=steps + 1, num_sanity_val_steps=0,
                         val_check_interval=steps + 1, check_val_every_n_epoch=None, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[timer], plugins=[FileCheckpointIO()])  # checkpoint_seconds: as a fit writes
+                        callbacks=[timer, RetainedHeap()],  # its steps as a fit runs them
+                        plugins=[FileCheckpointIO()])
     trainer.fit(module, InputDataModule(data_dir, module.backbone, strategy.budget.batch_size, cfg.extract.batch_size))
     batches = sum(s for s, _ in timer.train + timer.val)
     overhead = max(0.0, time.perf_counter() - started - batches)
