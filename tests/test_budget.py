@@ -57,8 +57,10 @@ def run_features(cfg, split: str) -> torch.Tensor:
 
 
 def test_linear_probe_is_scikit_learns_logistic_regression_with_c_chosen_on_validation(tmp_path):
-    """strategy.C means what it means in scikit-learn: one C trains to the same weights as
-    LogisticRegression(C) on the same features; a list of C is searched on validation accuracy."""
+    """strategy.C and strategy.tol mean what C and tol mean in scikit-learn: one C, solved tight,
+    trains to the same weights as LogisticRegression(C) on the same features; at the default tol the
+    largest entry of the objective's gradient is below tol; a list of C is searched on validation
+    accuracy."""
     import numpy as np
     from safetensors.torch import load_file
     from sklearn.linear_model import LogisticRegression
@@ -67,7 +69,7 @@ def test_linear_probe_is_scikit_learns_logistic_regression_with_c_chosen_on_vali
 
     from conftest import prepared_dir
 
-    cfg = topic_config(tmp_path, "strategy=linear_probe", "strategy.C=0.5")
+    cfg = topic_config(tmp_path, "strategy=linear_probe", "strategy.C=0.5", "strategy.tol=1e-7")
     run_cell(cfg, tmp_path / "one")
     x, y = run_features(cfg, "train").numpy().astype(np.float64), labels_of(prepared_dir(cfg), "train").numpy()
     reference = LogisticRegression(C=0.5, tol=1e-10, max_iter=10_000).fit(x, y)
@@ -75,6 +77,18 @@ def test_linear_probe_is_scikit_learns_logistic_regression_with_c_chosen_on_vali
     assert np.allclose(weights["head.weight"].numpy(), reference.coef_, atol=2e-3)
     bias = weights["head.bias"].numpy()  # softmax is blind to a constant added to every bias
     assert np.allclose(bias - bias.mean(), reference.intercept_ - reference.intercept_.mean(), atol=2e-3)
+
+    loose = topic_config(tmp_path, "strategy=linear_probe", "strategy.C=0.5")
+    assert loose.strategy.tol == 1e-4  # scikit-learn's default
+    run_cell(loose, tmp_path / "loose")
+    w, b = (load_file(tmp_path / "loose" / "model.safetensors")[k].numpy().astype(np.float64)
+            for k in ("head.weight", "head.bias"))
+    logits = x @ w.T + b
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    p[np.arange(len(y)), y] -= 1  # d(mean cross-entropy)/d(logits) x rows
+    gradient = np.concatenate([(p.T @ x / len(y) + w / (0.5 * len(y))).ravel(), p.mean(0)])
+    assert 1e-6 < np.abs(gradient).max() <= 1e-4  # converged to tol, not far past it
 
     grid = topic_config(tmp_path, "strategy=linear_probe", "strategy.C=[0.001,1,1000]")
     run_cell(grid, tmp_path / "grid")

@@ -55,6 +55,7 @@ def test_head_only_parameters_are_not_deps_of_upstream_stages():
     ({"strategy": {"lr": "fast"}}, "strategy.lr"),
     ({"strategy": {"lr": -1.0}}, "strategy.lr=-1.0: must be > 0"),
     ({"strategy": {"max_epochs": 0}}, "strategy.max_epochs=0"),
+    ({"strategy": {"tol": 0.0}}, "strategy.tol=0.0: must be > 0"),
 ])
 def test_bad_config_is_one_line_naming_the_key(override, message):
     with pytest.raises(ConfigError) as err:

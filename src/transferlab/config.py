@@ -88,6 +88,8 @@ class StrategyConfig:
     # lbfgs: scikit-learn's C (inverse L2 strength: C * sum of losses + |W|^2 / 2); a list: each is
     # trained to convergence and the best on validation accuracy (then loss) is kept
     C: Any = 1.0
+    # lbfgs: a solve ends when its largest gradient entry is below this: scikit-learn's tol, the same test
+    tol: float = 1e-4
     lr: float = 1e-2
     head_lr: Optional[float] = None  # finetune: the new head's learning rate (None = lr)
     weight_decay: float = 0.0
@@ -395,6 +397,7 @@ def strategy_checks(s: DictConfig, at: str) -> list[tuple]:
         (s.val_every_n_steps > 0, f"{at}.val_every_n_steps", s.val_every_n_steps, "must be > 0"),
         (s.optimizer != "lbfgs" or c_values_ok(s.C), f"{at}.C", s.C,
          "must be a number > 0 or a non-empty list of them (chosen on validation)"),
+        (s.tol > 0, f"{at}.tol", s.tol, "must be > 0"),
         (s.batch_size > 0, f"{at}.batch_size", s.batch_size, "must be > 0"),
         (0 <= s.warmup_ratio < 1, f"{at}.warmup_ratio", s.warmup_ratio, "must be in [0, 1)"),
     ]

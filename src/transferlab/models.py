@@ -27,7 +27,7 @@ def build_head_module(strategy: Strategy, feature_dim: int, num_classes: int,
     strength for one of its C values, see training.fit_head)."""
     head = build_head(feature_dim, num_classes, strategy.head)
     return HeadClassifier(head, strategy.lr, strategy.weight_decay if weight_decay is None else weight_decay,
-                          strategy.optimizer)
+                          strategy.optimizer, strategy.tol)
 
 
 def build_finetune_module(cfg: DictConfig, strategy: Strategy, num_classes: int) -> FinetuneClassifier:

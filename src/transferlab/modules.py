@@ -62,7 +62,7 @@ def build_head(feature_dim: int, num_classes: int, head: Any) -> nn.Module:
     return nn.Linear(feature_dim, num_classes)
 
 
-LBFGS_MAX_ITERATIONS = 1000  # one optimizer step (an epoch) solves to L-BFGS's tolerances, or stops here
+LBFGS_MAX_ITERATIONS = 1000  # one optimizer step (an epoch) solves to strategy.tol, or stops here
 
 
 class HeadClassifier(Classifier):
@@ -72,10 +72,10 @@ class HeadClassifier(Classifier):
     does, with weight_decay as an L2 penalty in the loss (mean cross-entropy + weight_decay/2 |W|^2,
     i.e. C = 1 / (weight_decay x rows)), to convergence; `adamw` takes mini-batches."""
 
-    def __init__(self, head: nn.Module, lr: float, weight_decay: float, optimizer: str = "adamw"):
+    def __init__(self, head: nn.Module, lr: float, weight_decay: float, optimizer: str, tol: float):
         super().__init__()
         self.head = head
-        self.lr, self.weight_decay, self.optimizer = lr, weight_decay, optimizer
+        self.lr, self.weight_decay, self.optimizer, self.tol = lr, weight_decay, optimizer, tol
         # L-BFGS evaluates the loss ~20 times a step: those evaluations run as plain torch in our
         # closure, and the step is logged once, instead of Lightning's hooks and logging for each.
         self.automatic_optimization = optimizer != "lbfgs"
@@ -107,7 +107,7 @@ class HeadClassifier(Classifier):
         if self.optimizer == "lbfgs":
             return torch.optim.LBFGS(self.parameters(), lr=self.lr, max_iter=LBFGS_MAX_ITERATIONS,
                                      max_eval=2 * LBFGS_MAX_ITERATIONS, history_size=10,
-                                     line_search_fn="strong_wolfe")
+                                     tolerance_grad=self.tol, line_search_fn="strong_wolfe")
         return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay, fused=True)
 
 

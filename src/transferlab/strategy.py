@@ -72,6 +72,7 @@ class Strategy:
     lora: Optional[Lora]  # trainable=lora only
     optimizer: str  # adamw | lbfgs (heads: full batch to convergence, L2 from C)
     C: tuple[float, ...]  # lbfgs: scikit-learn's inverse L2 strengths, the best on validation kept
+    tol: float  # lbfgs: the largest gradient entry at which a solve has converged
     lr: float
     head_lr: float  # the new head's learning rate (finetune); = lr for heads
     weight_decay: float
@@ -89,7 +90,7 @@ class Strategy:
             unfreeze_every=s.unfreeze_every, head=Head(s.head.type, s.head.hidden_dim, s.head.dropout),
             lora=None if lora is None else Lora(lora.r, lora.alpha, lora.dropout,
                                                 tuple(lora.target_modules) if lora.target_modules else None),
-            optimizer=s.optimizer, C=tuple(c_values(s.C)), lr=s.lr, head_lr=s.head_lr or s.lr, weight_decay=s.weight_decay,
+            optimizer=s.optimizer, C=tuple(c_values(s.C)), tol=s.tol, lr=s.lr, head_lr=s.head_lr or s.lr, weight_decay=s.weight_decay,
             warmup_ratio=s.warmup_ratio, gradient_clip_val=s.gradient_clip_val,
             budget=Budget(s.max_epochs, s.patience, s.batch_size, s.min_steps, s.val_every_n_steps),
             probe=None if s.get("probe") is None else cls.from_config(s.probe))
