@@ -1,6 +1,6 @@
 """Every benchmark, one line per figure, then benchmarks/RESULTS.md with this machine's description.
 
-    .venv/bin/python benchmarks/run.py            # all (about 15 minutes on 2 CPU cores)
+    .venv/bin/python benchmarks/run.py            # all (about 35 minutes on 2 CPU cores)
     .venv/bin/python benchmarks/run.py head sweep # some (their rows of RESULTS.md are replaced)
 """
 
