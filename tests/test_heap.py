@@ -28,7 +28,7 @@ class Mallinfo2(ctypes.Structure):
                  "keepcost")]
 
 
-LIBC = ctypes.CDLL("libc.so.6") if platform.libc_ver()[0] == "glibc" else None  # this file's own handle
+LIBC = heap.glibc()  # heap.py's handle; it calls none of the three functions typed here
 if LIBC is not None:
     LIBC.mallinfo2.restype = Mallinfo2
     LIBC.malloc.restype, LIBC.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
