@@ -177,3 +177,12 @@ def assert_push_pull_round_trip(repo):
     dvc(repo, "pull")
     assert sha256s(repo, cached) == before
     assert "Data and pipelines are up to date." in dvc(repo, "status")
+
+
+def test_dvc_parses_its_yaml_in_c():
+    """DVC reads dvc.yaml, dvc.lock and params.yaml through ruamel.yaml's safe loader. Since ruamel.yaml
+    0.19.1 its C parser (ruamel.yaml.clib) is a dependency of ours, not of ruamel.yaml: without it a
+    no-op `dvc repro` of this project parsed for ~1 s more (2.3-3.1 s against 1.4-1.9 s)."""
+    from ruamel.yaml import YAML
+
+    assert YAML(typ="safe").Parser.__name__ == "CParser"
