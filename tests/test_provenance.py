@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from conftest import ROOT, topic_frame
-from transferlab.provenance import closure_files, code_version, import_closure, module_file
+from transferlab.provenance import closure_files, code_version, import_closure, module_file, normalized_source
 
 SRC = ROOT / "src"
 PACKAGE = SRC / "transferlab"
@@ -154,6 +157,50 @@ def test_code_version_follows_code_not_comments(tmp_path):
     assert v["original"]["prepared_key"] == here["prepared_key"]
     assert v["splits code"]["prepared_key"] != here["prepared_key"]
     assert v["pooling code"]["features_key"] != here["features_key"]
+
+
+class GivesUpTheGil:
+    """Freed by the garbage collector (a cycle) and sleeping in its finalizer, so that another thread
+    runs in the middle of whatever triggered the collection."""
+
+    def __init__(self) -> None:
+        self.cycle = self
+
+    def __del__(self) -> None:
+        time.sleep(0)
+
+
+def test_code_is_parsed_safely_from_several_threads():
+    """A flow's cells key their caches from threads. CPython 3.11's AST constructor keeps one
+    recursion counter for all threads: a collection inside one thread's parse that lets another
+    thread parse failed the first with "SystemError: AST constructor recursion depth mismatch"
+    (seen in a ddp flow run; python/cpython#106905)."""
+    files = closure_files("transferlab.pipeline")
+    errors: list[BaseException] = []
+
+    def parse_repeatedly() -> None:
+        try:
+            for _ in range(8):
+                for path in files[:6]:
+                    for _ in range(5):
+                        GivesUpTheGil()
+                    normalized_source(path)
+        except BaseException as exc:  # noqa: BLE001 -- a thread's error is the test's result
+            errors.append(exc)
+
+    threshold, interval = gc.get_threshold(), sys.getswitchinterval()
+    gc.set_threshold(50)  # collect often
+    sys.setswitchinterval(1e-5)
+    try:
+        threads = [threading.Thread(target=parse_repeatedly) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        gc.set_threshold(*threshold)
+        sys.setswitchinterval(interval)
+    assert not errors, errors[0]
 
 
 def test_every_dvc_stage_depends_on_exactly_the_code_it_imports():

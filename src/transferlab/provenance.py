@@ -17,6 +17,7 @@ import functools
 import hashlib
 import importlib.metadata
 import sys
+import threading
 from pathlib import Path
 
 PACKAGE = "transferlab"
@@ -58,6 +59,18 @@ def _with_parents(module: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
 
 
+_parsing = threading.Lock()
+
+
+def parse(path: Path) -> ast.Module:
+    """`path`'s syntax tree, one thread at a time: CPython 3.11 keeps the AST constructor's
+    recursion counter per interpreter, so a thread switching in mid-parse (a garbage collection
+    running a finalizer) fails another thread's parse with "SystemError: AST constructor recursion
+    depth mismatch" (python/cpython#106905); a flow's cells reach `code_version` from several threads."""
+    with _parsing:
+        return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
 def _is_package(path: Path) -> bool:
     return path.name == "__init__.py"
 
@@ -78,7 +91,7 @@ def _imported_names(module: str, path: Path, root: Path) -> set[str]:
     `y` is a submodule; a name defined in `pkg/__init__.py` is covered by counting `pkg`.
     """
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+    for node in ast.walk(parse(path)):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -120,7 +133,7 @@ def normalized_source(path: Path) -> str:
     `ast.unparse` drops comments and fixes layout; docstrings are dropped here. A body left
     empty gets `pass`, so the result stays valid Python.
     """
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    tree = parse(path)
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             if ast.get_docstring(node, clean=False) is not None:
