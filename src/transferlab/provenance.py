@@ -60,15 +60,25 @@ def _with_parents(module: str) -> list[str]:
 
 
 _parsing = threading.Lock()
+MISMATCH = "AST constructor recursion depth mismatch"
+PARSE_ATTEMPTS = 3
 
 
 def parse(path: Path) -> ast.Module:
-    """`path`'s syntax tree, one thread at a time: CPython 3.11 keeps the AST constructor's
-    recursion counter per interpreter, so a thread switching in mid-parse (a garbage collection
-    running a finalizer) fails another thread's parse with "SystemError: AST constructor recursion
-    depth mismatch" (python/cpython#106905); a flow's cells reach `code_version` from several threads."""
-    with _parsing:
-        return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    """`path`'s syntax tree. CPython 3.11 keeps one AST-constructor recursion counter for all
+    threads (python/cpython#106905): when another thread parses in the middle of ours (a garbage
+    collection's finalizer lets it run; Python 3.11's traceback formatting parses source too), ours
+    fails with a spurious SystemError. Our own parses take turns; one hit by anyone else's is redone."""
+    text = path.read_text(encoding="utf-8")
+    attempts = PARSE_ATTEMPTS
+    while True:
+        with _parsing:
+            try:
+                return ast.parse(text, filename=str(path))
+            except SystemError as exc:
+                attempts -= 1
+                if MISMATCH not in str(exc) or attempts == 0:
+                    raise
 
 
 def _is_package(path: Path) -> bool:
