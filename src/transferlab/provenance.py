@@ -59,7 +59,7 @@ def _with_parents(module: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
 
 
-_parsing = threading.Lock()
+_parsing = threading.RLock()  # reentrant: a finalizer run mid-parse may parse on the same thread
 MISMATCH = "AST constructor recursion depth mismatch"
 PARSE_ATTEMPTS = 3
 
