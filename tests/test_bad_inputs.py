@@ -33,6 +33,7 @@ from transferlab.config import (IMAGE_BACKBONES, IMAGE_SOURCES, TEXT_BACKBONES, 
                                 checked, compose, load_params)
 from transferlab.errors import ConfigError, DataError
 from transferlab.models import build_finetune_module, load_trained
+from transferlab.pipeline import run_grid
 from transferlab.stages import extract, prepare, train
 from transferlab.strategy import resolve
 
@@ -327,6 +328,15 @@ CASES = [
                  id="negative-learning-rate"),
     pytest.param(Case(overrides("strategy.max_epochs=0"), ConfigError, ("strategy.max_epochs=0", "> 0")),
                  id="zero-epochs"),
+    # a comparison's grid: every train size checked before its first cell trains, named as the user wrote it
+    pytest.param(Case(overrides("compare.train_sizes=[50,alll]"), ConfigError,
+                      ("compare.train_sizes[1]='alll'", "must be a count, a fraction in (0, 1] or 'all'")),
+                 id="grid-train-size-not-a-size"),
+    pytest.param(Case(overrides("compare.train_sizes=[50,1.5]"), ConfigError,
+                      ("compare.train_sizes[1]=1.5", "a fraction must be in (0, 1]")),
+                 id="grid-train-fraction-above-one"),
+    pytest.param(Case(overrides("compare.tie_margin=-1"), ConfigError, ("compare.tie_margin=-1.0", ">= 0")),
+                 id="negative-tie-margin"),
     # LP-FT's probe is a whole head strategy (conf/strategy/linear_probe.yaml at strategy.probe), checked as one
     pytest.param(Case(overrides("strategy=lp_ft", "strategy.probe.lrr=0.1"), ConfigError,
                       ("unknown key", "did you mean strategy.probe.lr")), id="misspelt-probe-key"),
@@ -380,6 +390,19 @@ def test_the_names_checked_in_config_are_the_registries():
 
     assert set(TEXT_SOURCES + IMAGE_SOURCES) == set(SOURCES)
     assert set(TEXT_BACKBONES + IMAGE_BACKBONES) == set(BACKBONES)
+
+
+@pytest.mark.parametrize("budget", [None, "1h"], ids=["whole-grid", "budgeted"])
+def test_a_grid_size_the_data_cannot_hold_stops_it_before_any_cell_trains(tmp_path, budget):
+    """How many training rows the data has is known once it is prepared: every size's data is
+    prepared before the first cell trains, so the grid stops with no run folder (not after the
+    n12 cell has trained), naming the compare.train_sizes entry the user wrote."""
+    cfg = topic_config(tmp_path, "compare.strategies=[linear_probe]", "compare.train_sizes=[12,500]",
+                       "compare.seeds=[0,1]", f"compare.budget={budget or 'null'}")
+    with pytest.raises(DataError) as raised:
+        run_grid(cfg, tmp_path / "out")
+    assert str(raised.value) == "compare.train_sizes[1]=500: only 42 training rows are available"
+    assert not (tmp_path / "out").exists()
 
 
 # --- a feature cache damaged on disk: detected and rebuilt, never trusted -------------------------

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import difflib
 import functools
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from transferlab.errors import ConfigError, first_line
+from transferlab.errors import ConfigError, DataError, TransferlabError, first_line
 
 
 @dataclass
@@ -343,6 +344,8 @@ def validate(cfg: DictConfig) -> None:
         (cfg.compare.task_runner in TASK_RUNNERS, "compare.task_runner", cfg.compare.task_runner,
          f"must be one of {', '.join(TASK_RUNNERS)}"),
         (cfg.compare.workers > 0, "compare.workers", cfg.compare.workers, "must be > 0"),
+        (cfg.compare.tie_margin >= 0, "compare.tie_margin", cfg.compare.tie_margin,
+         "must be >= 0 (the least lead in test accuracy that counts as a win)"),
         (cfg.backbone.image_size is None or cfg.backbone.image_size >= 32, "backbone.image_size",
          cfg.backbone.image_size, "must be >= 32 or null"),
         (cfg.backbone.max_length is None or cfg.backbone.max_length > 0, "backbone.max_length",
@@ -356,6 +359,7 @@ def validate(cfg: DictConfig) -> None:
                    f"runs at once, each on trainer.devices={cfg.trainer.devices}, would share the same "
                    "processors; set one of them to 1"))
     checks += strategy_checks(cfg.strategy, "strategy") + compare_override_checks(list(cfg.compare.overrides))
+    checks += train_size_checks(list(cfg.compare.train_sizes), "compare.train_sizes")
     for ok, key, value, why in checks + trainer_checks(cfg.trainer) + logger_checks(cfg.logger):
         if not ok:
             raise ConfigError(f"{key}={value!r}: {why}")
@@ -368,6 +372,33 @@ def valid_budget(budget: Any) -> bool:
         return budget is None or budget_seconds(budget) > 0
     except ConfigError:
         return False
+
+
+TRAIN_SIZE = "data.train_size"  # the key data.splits.resolve_train_size's messages name
+
+
+def train_size_checks(sizes: list, key: str) -> list[tuple]:
+    """Each train size of a grid in its form (a count, a fraction in (0, 1] or 'all'), so a bad one
+    stops the grid before its first cell trains rather than when the grid reaches it. The rule is
+    data.splits.resolve_train_size's, applied as if any count were available (pandas is imported for
+    it): whether the data holds that many is known once it is prepared (pipeline.prepared_grid)."""
+    from transferlab.data.splits import resolve_train_size
+
+    def problem(size: Any) -> str | None:
+        try:
+            resolve_train_size(size, sys.maxsize, 0)
+        except DataError as exc:
+            return str(exc).removeprefix(f"{TRAIN_SIZE}={size!r}: ")
+        return None
+
+    return [(why is None, f"{key}[{i}]", size, why) for i, (size, why) in enumerate(zip(sizes, map(problem, sizes)))]
+
+
+def at_key(exc: TransferlabError, key: str) -> TransferlabError:
+    """A train size's error (resolve_train_size names data.train_size) naming the key the user set
+    instead: a grid's cells take their data.train_size from compare.train_sizes[i]."""
+    message = str(exc)
+    return type(exc)(key + message.removeprefix(TRAIN_SIZE)) if message.startswith(TRAIN_SIZE + "=") else exc
 
 
 def strategy_checks(s: DictConfig, at: str) -> list[tuple]:

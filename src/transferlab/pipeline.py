@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from transferlab import planner
 from transferlab.atomic import atomic_path
-from transferlab.config import CONF_DIR, checked, compose
+from transferlab.config import CONF_DIR, at_key, checked, compose
 from transferlab.errors import TransferlabError
 from transferlab.data.datamodules import labels_of
 from transferlab.features import FeatureCache, load_features
@@ -220,10 +220,29 @@ def run_grid(base: DictConfig, out_dir: str | Path, steps: Steps = Steps()) -> d
     if base.compare.budget is not None:
         return run_budgeted_grid(base, out_dir, steps)
     out_dir = Path(out_dir)
-    cells = grid(base)
+    cells = prepared_grid(base, steps)
     outcomes = [(cell, run_cell(cell.cfg, runs_dir(out_dir) / cell.name, steps)) for cell in cells]
     failed = [cell.name for cell, outcome in outcomes if steps.result(outcome) is None]
     return reported(base, out_dir, [c for c in cells if c.name not in failed], failed)
+
+
+def prepared_grid(base: DictConfig, steps: Steps) -> list[Cell]:
+    """The grid's cells, every size's data prepared before any cell trains: a size the data cannot
+    hold (more rows than it has, too few for its classes; known only once it is prepared) stops the
+    grid naming its compare.train_sizes entry, before the cells ahead of it train and leave run folders."""
+    cells = grid(base)
+    sizes = list(base.compare.train_sizes)
+    for cell in {(c.train_size, c.seed): c for c in cells}.values():
+        try:
+            cell_data_dir(cell, steps)
+        except TransferlabError as exc:
+            raise at_key(exc, f"compare.train_sizes[{sizes.index(cell.train_size)}]") from None
+    return cells
+
+
+def cell_data_dir(cell: Cell, steps: Steps) -> str:
+    """The cell's prepared splits (cached: one copy per size and seed, whatever the strategy)."""
+    return steps.prepare(OmegaConf.to_container(cell.cfg.data, resolve=True), cell.seed, str(cell.cfg.paths.cache_dir))
 
 
 def reported(base: DictConfig, out_dir: Path, done: list[Cell], failed: list[str], plan: dict | None = None) -> dict:
@@ -275,15 +294,11 @@ class ProbedCosts:
             first = min((c for c in self.cells if c.strategy == strategy),
                         key=lambda c: (c.seed, order.index(c.train_size)))
             self.probed[strategy] = self.rates[strategy] = planner.StepRate(**self.steps.probe(
-                OmegaConf.to_container(first.cfg, resolve=True), self.data_dir(first)))
+                OmegaConf.to_container(first.cfg, resolve=True), cell_data_dir(first, self.steps)))
         return self.rates[strategy]
 
     def sizes(self) -> list:
         return list(dict.fromkeys(c.train_size for c in self.cells))
-
-    def data_dir(self, cell: Cell) -> str:
-        return self.steps.prepare(OmegaConf.to_container(cell.cfg.data, resolve=True), cell.seed,
-                                  str(cell.cfg.paths.cache_dir))
 
     def shape(self, strategy: str, size) -> planner.Shape:
         if (strategy, size) not in self.shapes:
@@ -292,7 +307,7 @@ class ProbedCosts:
 
     def read_shape(self, strategy: str, size) -> planner.Shape:
         cell = self.cell(strategy, size)
-        data_dir = Path(self.data_dir(cell))
+        data_dir = Path(cell_data_dir(cell, self.steps))
         rows = {s: len(labels_of(data_dir, s)) for s in ("train", "val", "test")}
         schedule = resolve(cell.cfg).budget.trainer_args(rows["train"], trainer_processes(cell.cfg.trainer))
         return planner.Shape(rows["train"], rows["val"], rows["test"], schedule["max_epochs"],
@@ -329,8 +344,8 @@ def run_budgeted_grid(base: DictConfig, out_dir: str | Path, steps: Steps = Step
     validation beyond noise are not run at larger sizes. plan.json and the report say what ran, what
     was skipped and why."""
     out_dir = Path(out_dir)
-    cells = grid(base)
-    plan = planner.Plan(planner.budget_seconds(base.compare.budget), clock)
+    plan = planner.Plan(planner.budget_seconds(base.compare.budget), clock)  # the budget counts preparing
+    cells = prepared_grid(base, steps)
     plan.entries = [planner.Entry(c.name, c.strategy, c.train_size, c.seed, resolve(c.cfg).kind) for c in cells]
     done = run_cells([c for c in cells if resolve(c.cfg).kind == "head"], out_dir, steps, plan)
     tunes = [c for c in cells if resolve(c.cfg).kind != "head"]
