@@ -36,6 +36,7 @@ from transferlab.models import build_finetune_module, load_trained
 from transferlab.pipeline import run_grid
 from transferlab.stages import extract, prepare, train
 from transferlab.strategy import resolve
+from transferlab.trainer import TrainedOn, fit_fingerprint
 
 Build = Callable[[Path], tuple[Callable[[], object], str]]  # tmp -> (the failing call, what it must name)
 
@@ -213,13 +214,19 @@ def head(classes: int, dim: int) -> dict[str, torch.Tensor]:
     return {"head.weight": torch.zeros(classes, dim), "head.bias": torch.zeros(classes)}
 
 
-def resume_from_another_config(tmp: Path):
-    """A run folder whose last.ckpt came from a 5-class run of another backbone: resuming it must be
-    refused up front, by the train stage, before anything is trained or written."""
+def of_this_fit(checkpoint: dict, cfg, tmp: Path) -> dict:
+    """`checkpoint` as if this very fit wrote it (its fingerprint), so that resuming reaches the
+    weight checks: another fit's checkpoint is not resumed at all (test_reliability)."""
+    return {**checkpoint, "callbacks": {TrainedOn.__qualname__: {"fingerprint": fit_fingerprint(cfg, tmp / "prepared")}}}
+
+
+def resume_weights_that_do_not_fit(tmp: Path):
+    """A last.ckpt of this fit holding a 5-class head of another backbone (damaged, or written by
+    other code under the same fingerprint): refused up front, before anything is trained or written."""
     ckpt = tmp / "in" / "run" / "checkpoints" / "last.ckpt"
     ckpt.parent.mkdir(parents=True)
-    torch.save({"epoch": 0, "state_dict": head(5, 384)}, ckpt)
     cfg = topics_cfg("strategy=finetune_last_n", "strategy.max_epochs=1", *QUICK_BUDGET)
+    torch.save(of_this_fit({"epoch": 0, "state_dict": head(5, 384)}, cfg, tmp), ckpt)
     return (lambda: train.run(cfg, tmp / "prepared", None, ckpt.parents[1])), str(ckpt)
 
 
@@ -235,7 +242,7 @@ def resume_after_the_backbone_changed(tmp: Path):
     leave_out(checkpoint, frozen)
     ckpt = tmp / "in" / "run" / "checkpoints" / "last.ckpt"
     ckpt.parent.mkdir(parents=True)
-    torch.save(checkpoint, ckpt)
+    torch.save(of_this_fit(checkpoint, cfg, tmp), ckpt)
     return (lambda: train.run(cfg, tmp / "prepared", None, ckpt.parents[1])), str(ckpt)
 
 
@@ -355,8 +362,8 @@ CASES = [
                  id="weights-of-another-backbone"),
     pytest.param(Case(trained_run(b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\":"), DataError,
                       ("cannot be read as safetensors",)), id="truncated-weights"),
-    pytest.param(Case(resume_from_another_config, DataError, ("another model", "head.weight is (5, 384)")),
-                 id="resume-from-last-ckpt-of-another-config"),
+    pytest.param(Case(resume_weights_that_do_not_fit, DataError, ("another model", "head.weight is (5, 384)")),
+                 id="resume-from-last-ckpt-whose-weights-do-not-fit"),
     pytest.param(Case(resume_after_the_backbone_changed, DataError,
                       ("1 of the", "frozen weights it left out differ", "changed since")),
                  id="resume-after-the-backbone-changed"),

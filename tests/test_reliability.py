@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+import shutil
 import signal
 import subprocess
 import time
@@ -108,6 +109,25 @@ def test_killed_finetune_resumes_from_its_last_checkpoint_to_the_same_result(fin
     resumed, uninterrupted = (load_file(r / "model.safetensors") for r in (run, root / "uninterrupted"))
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
 
+
+
+def test_a_run_folder_reused_with_another_config_trains_from_scratch(finetuned, tmp_path, caplog):
+    """A finished run's folder rerun with another learning rate: its last.ckpt is another fit's, so
+    the run starts over (nothing resumed, no earlier attempts counted) and ends as a run of that
+    config in a new folder does, not as the old model scored again."""
+    root, cfg, _ = finetuned
+    other = topic_config(root, *FINETUNE, "strategy.batch_size=8", f"strategy.lr={cfg.strategy.lr * 10}")
+    reused = tmp_path / "reused"
+    shutil.copytree(root / "uninterrupted", reused)
+    metrics = run_cell(other, reused)
+    card = json.loads((reused / "model.json").read_text())
+    assert "resumed_after_epoch" not in card and "earlier_attempts_seconds" not in card
+    assert "another config, data or code: training from scratch" in caplog.text
+    assert without_timing(metrics) == without_timing(run_cell(other, tmp_path / "fresh"))
+    weights = {name: load_file(tmp_path / name / "model.safetensors") for name in ("reused", "fresh")}
+    old = load_file(root / "uninterrupted" / "model.safetensors")
+    assert all(torch.equal(weights["reused"][k], weights["fresh"][k]) for k in old)
+    assert not all(torch.equal(weights["reused"][k], old[k]) for k in old)
 
 # --- determinism ----------------------------------------------------------------------------------
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import shutil
 import random
 import warnings
 from pathlib import Path
@@ -15,13 +17,14 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
 from lightning.pytorch.loggers import Logger
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import save_file
 
 from transferlab.atomic import atomic_path, write_json
 from transferlab.checkpoints import FileCheckpointIO, check_fits, full_state, load_checkpoint
 from transferlab.heap import RetainedHeap
 from transferlab.progress import progress_callbacks
+from transferlab.provenance import code_version
 from transferlab.resources import TrainClock
 from transferlab.strategy import Strategy
 
@@ -178,8 +181,41 @@ def resume_path(run_dir: Path) -> str | None:
     return str(last) if last.is_file() else None
 
 
-def checked_resume(run_dir: Path, module: L.LightningModule) -> tuple[str, int] | None:
-    """(last.ckpt, the epoch it ended) when it can be trusted to resume `module`, else a DataError.
+CLOCK_FILE = "clock.json"  # TrainClock's record of a failed attempt's seconds, in the run folder
+# trainer keys that do not change what a fit computes: a run resumes across them
+NOT_TRAINING = ("enable_progress_bar", "enable_model_summary", "log_every_n_steps", "max_time")
+log = logging.getLogger("transferlab")
+
+
+def fit_fingerprint(cfg: DictConfig, data_dir: Path) -> str:
+    """What a fine-tuning fit computes from: its seed, backbone, strategy, extract and trainer
+    settings, the prepared train/val splits' bytes and the train stage's code version."""
+    settings = {key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("backbone", "strategy", "extract")}
+    settings["trainer"] = {key: value for key, value in OmegaConf.to_container(cfg.trainer, resolve=True).items()
+                           if key not in NOT_TRAINING}
+    digest = hashlib.sha256(json.dumps({"seed": cfg.seed, **settings}, sort_keys=True, default=str).encode())
+    for path in sorted(data_dir.iterdir()):
+        if path.name.startswith(("labels.", "train.", "val.")):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    digest.update(code_version("transferlab.stages.train").encode())
+    return digest.hexdigest()[:20]
+
+
+class TrainedOn(L.Callback):
+    """Keeps `fit_fingerprint` in every full checkpoint (Lightning stores a callback's
+    `state_dict`), so that a run folder reused with another config, other data or other code is
+    not resumed from a model that this fit never trained."""
+
+    def __init__(self, fingerprint: str):
+        self.fingerprint = fingerprint
+
+    def state_dict(self) -> dict:
+        return {"fingerprint": self.fingerprint}
+
+
+def checked_resume(run_dir: Path, module: L.LightningModule, fingerprint: str) -> tuple[str, int] | None:
+    """(last.ckpt, the epoch it ended) when it can be trusted to resume `module`, else a DataError;
+    None when there is none, or when another fit wrote it (the run starts over, see `start_over`).
 
     Left to itself, Lightning passes weights_only=None on to torch.load (safe only while torch's
     default, True since 2.6, is not overridden by TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD) and fails
@@ -190,8 +226,19 @@ def checked_resume(run_dir: Path, module: L.LightningModule) -> tuple[str, int] 
     if path is None:
         return None
     ckpt = load_checkpoint(path)
+    if ckpt.get("callbacks", {}).get(TrainedOn.__qualname__, {}).get("fingerprint") != fingerprint:
+        start_over(run_dir, path)
+        return None
     check_fits(full_state(ckpt, module, path), module, path)
     return path, int(ckpt.get("epoch", 0))
+
+
+def start_over(run_dir: Path, path: str) -> None:
+    """The run folder held a fit of another config, data or code (or of a transferlab that kept no
+    fingerprint): its checkpoints and failed-attempt clock go, and this fit trains from scratch."""
+    log.warning("%s was written by a fit of another config, data or code: training from scratch", path)
+    shutil.rmtree(run_dir / "checkpoints")
+    (run_dir / CLOCK_FILE).unlink(missing_ok=True)
 
 
 def keep_earlier_logs(run_dir: Path, epoch: int) -> None:

@@ -23,8 +23,8 @@ from transferlab.model_card import write_model_card
 from transferlab.models import build_finetune_module, build_head_module
 from transferlab.resources import ResourceMeter, TrainClock
 from transferlab.strategy import Strategy, count_parameters, resolve
-from transferlab.trainer import (build_trainer, checked_resume, fit_summary, keep_earlier_logs, quiet_lightning,
-                                 restore_best, save_weights)
+from transferlab.trainer import (CLOCK_FILE, TrainedOn, build_trainer, checked_resume, fit_fingerprint, fit_summary,
+                                 keep_earlier_logs, quiet_lightning, restore_best, save_weights)
 
 
 def fit(cfg: DictConfig, data_dir: Path, features_dir: Path | None, model_dir: Path) -> Path:
@@ -106,15 +106,16 @@ def fit_finetune(cfg: DictConfig, strategy: Strategy, data_dir: Path, features_d
     started = time.perf_counter()
     module = build_finetune_module(cfg, strategy, len(labels))
     load_seconds = time.perf_counter() - started  # the backbone from disk: the cost ledger's load
-    resume = checked_resume(model_dir, module)  # a killed run's last.ckpt, checked to be this model's
+    fingerprint = fit_fingerprint(cfg, data_dir)
+    resume = checked_resume(model_dir, module, fingerprint)  # a killed run's last.ckpt, of this very fit
     if strategy.probe is not None and resume is None:  # a resumed run's checkpoint holds the head already
         start_from_probe(cfg, strategy.probe, module, data_dir, features_dir, model_dir)
     if resume:
         keep_earlier_logs(model_dir, resume[1])
     datamodule = InputDataModule(data_dir, module.backbone, strategy.budget.batch_size, cfg.extract.batch_size)
-    clock = TrainClock(model_dir / "clock.json")
+    clock = TrainClock(model_dir / CLOCK_FILE)
     trainer = build_trainer(cfg, strategy, model_dir, resumable=True, train_rows=len(labels_of(data_dir, "train")),
-                            extra_callbacks=[clock, *strategy.callbacks()])
+                            extra_callbacks=[clock, TrainedOn(fingerprint), *strategy.callbacks()])
     with ResourceMeter() as meter:
         trainer.fit(module, datamodule, ckpt_path=resume and resume[0], weights_only=True)
     fit = fit_summary(module, model_dir)
