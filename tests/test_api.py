@@ -195,7 +195,28 @@ def test_a_budget_through_the_api_shows_its_plan(tmp_path):
                      budget="0.5s", overrides=small(tmp_path), out_dir=tmp_path / "out", prefect=False)
     assert dict(zip(cmp.plan.cell, cmp.plan.status)) == {"linear_probe-n12-s0": "ran", "finetune_full-n12-s0": "skipped"}
     assert "of the budget left" in cmp.plan.set_index("cell").reason["finetune_full-n12-s0"]
-    best = tl.load(cmp.path).best()  # no verdict without a fine-tuning run: the best head on validation
+    loaded = tl.load(cmp.path)
+    assert written(loaded) == written(cmp) and loaded.result["not_bought"].startswith("Not bought by the budget")
+    best = loaded.best()  # no verdict without a fine-tuning run: the best head on validation
     assert best.strategy == "linear_probe" and cmp.path.is_absolute()
     (row,) = best.predict("The striker scored twice in the cup final").itertuples()  # one text, one row
     assert row.predicted in best.labels
+
+
+def test_a_loaded_comparison_is_the_one_compare_returned(tmp_path):
+    """tl.load of a comparison's folder: the same recommendation, verdicts (one row per size),
+    failed runs and repr as the object tl.compare returned, read back from the files it wrote."""
+    fresh = tl.compare(topic_frame(), label="topic", strategies=["linear_probe", "finetune_full"],
+                       train_sizes=[12, 24], seeds=[0], overrides=[*small(tmp_path), "strategy.max_epochs=1"],
+                       out_dir=tmp_path / "out", prefect=False)
+    loaded = tl.load(tmp_path / "out")
+    assert loaded.recommendation == fresh.recommendation and fresh.recommendation.startswith("12-24 labels: use ")
+    assert len(fresh.verdicts) == 2 and list(fresh.verdicts.train_size) == [12, 24]
+    pd.testing.assert_frame_equal(loaded.verdicts, fresh.verdicts)
+    assert loaded.failed_runs == fresh.failed_runs == []
+    assert repr(loaded) == repr(fresh) and written(loaded) == written(fresh)
+
+
+def written(cmp: tl.Comparison) -> dict:
+    """A comparison's result but the extraction cost (summary.json keeps it to 3 decimals)."""
+    return {k: v for k, v in cmp.result.items() if k != "extraction_seconds"}

@@ -14,7 +14,9 @@ from the same conf/ and checked by the same rules, and the grid runs through the
 from __future__ import annotations
 
 import hashlib
+import html
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -241,6 +243,38 @@ class Plots(dict):
                        f'{base64.b64encode(png(fig)).decode()}">' for name, fig in self.items())
 
 
+def paragraph(page: str, key: str) -> str:
+    """The text of the report's <p id=key> (build_report writes it escaped, on one line); "" if absent."""
+    found = re.search(f"<p id='{key}'>(.*?)</p>", page)
+    return html.unescape(found.group(1)) if found else ""
+
+
+def failed_cells(path: Path, plan: dict | None) -> list[str]:
+    """The run folders of the cells the report left out as failed: plan.json's failed cells, or
+    (a whole grid) the grid's cells that runs.csv does not list."""
+    from transferlab.pipeline import grid, runs_dir
+
+    if plan is not None:
+        names = [c["cell"] for c in plan["cells"] if c["status"] == "failed"]
+    else:
+        reported = {Path(f).parent.name for f in pd.read_csv(path / "runs.csv")["metrics_file"]}
+        names = [c.name for c in grid(OmegaConf.load(path / ".hydra" / "config.yaml")) if c.name not in reported]
+    return [str(runs_dir(path) / name) for name in names]
+
+
+def written_result(path: Path) -> dict:
+    """What tl.compare returned for this folder, from the files the report wrote rather than worked
+    out again: summary.json's figures and verdicts (keyed by size there, a list in the result), the
+    recommendation and what the budget did not buy as report.html states them, plan.json."""
+    summary = json.loads((path / "summary.json").read_text())
+    page = (path / "report.html").read_text()
+    plan = json.loads((path / "plan.json").read_text()) if (path / "plan.json").is_file() else None
+    return {"crossover": summary["crossover"], "recommendation": paragraph(page, "recommendation"),
+            "forecast": summary["forecast"], "not_bought": paragraph(page, "not-bought"),
+            "verdicts": list(summary["verdicts"].values()), "extraction_seconds": summary["extraction_seconds"],
+            "failed_runs": failed_cells(path, plan), **({"plan": plan} if plan is not None else {})}
+
+
 @dataclass
 class Comparison:
     """A finished comparison: its run folder, the verdict and the tables behind it (`tl.compare`)."""
@@ -250,11 +284,13 @@ class Comparison:
 
     @classmethod
     def load(cls, path: str | Path) -> "Comparison":
-        """An earlier comparison's run folder (of tl.compare or flows/compare.py)."""
-        path = Path(path)
-        if not (path / "summary.json").is_file():
-            raise DataError(f"{path}: not a comparison's run folder (no summary.json)")
-        return cls(path, json.loads((path / "summary.json").read_text()))
+        """An earlier comparison's run folder (of tl.compare or flows/compare.py), as tl.compare
+        returned it: its result read back from the files the comparison wrote."""
+        path = Path(path).resolve()
+        for name in ("summary.json", "report.html"):
+            if not (path / name).is_file():
+                raise DataError(f"{path}: not a comparison's run folder (no {name})")
+        return cls(path, written_result(path))
 
     @property
     def recommendation(self) -> str:
