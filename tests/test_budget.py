@@ -23,6 +23,17 @@ def test_min_steps_wins_over_max_epochs_and_validation_is_spaced_in_whole_epochs
     assert Budget(5, 2, 16).trainer_args(50) == {"max_epochs": 5, "check_val_every_n_epoch": 1, "min_steps": None}
 
 
+def test_max_epochs_is_kept_when_it_rules_whatever_the_validation_interval():
+    """Validations split the epochs asked for; the epochs are not rounded up to whole intervals
+    (a 1-epoch fit on 50 labels, 4 steps an epoch, once became 13 epochs to reach step 50)."""
+    def budget(max_epochs: int) -> Budget:
+        return Budget(max_epochs=max_epochs, patience=2, batch_size=16, min_steps=0, val_every_n_steps=50)
+
+    assert budget(1).trainer_args(50) == {"max_epochs": 1, "check_val_every_n_epoch": 1, "min_steps": None}
+    assert budget(20).trainer_args(50) == {"max_epochs": 20, "check_val_every_n_epoch": 10, "min_steps": None}
+    assert budget(14).trainer_args(50)["max_epochs"] == 14  # 56 steps: one validation, at the end
+
+
 def test_no_checkpoint_before_min_steps_is_kept_and_early_stopping_waits(tmp_path):
     """A learning rate that makes validation loss worse epoch after epoch: without the rule, the first
     epoch's checkpoint would be the best one and patience 1 would stop the fit after two epochs."""

@@ -52,11 +52,15 @@ class Budget:
 
     def trainer_args(self, train_rows: int, processes: int = 1, full_batch: bool = False) -> dict:
         """max_epochs (min_steps wins over it) and check_val_every_n_epoch for `train_rows` rows
-        split over `processes`; the last epoch is always a validated one."""
+        split over `processes`. The last epoch is always a validated one: the epochs are split
+        evenly into the whole number of validations nearest to one every val_every_n_steps (at
+        least one, at most one an epoch), so a fit runs fewer epochs more than it asked for than it
+        has validations (none when it asked for fewer epochs than one interval: max_epochs=1 stays 1)."""
         steps = 1 if full_batch else max(1, math.ceil(train_rows / (self.batch_size * processes)))
-        every = max(1, math.ceil(self.val_every_n_steps / steps))
         epochs = max(self.max_epochs, math.ceil(self.min_steps / steps))
-        return {"max_epochs": math.ceil(epochs / every) * every, "check_val_every_n_epoch": every,
+        validations = min(epochs, max(1, round(epochs * steps / max(1, self.val_every_n_steps))))
+        every = math.ceil(epochs / validations)
+        return {"max_epochs": validations * every, "check_val_every_n_epoch": every,
                 "min_steps": self.min_steps or None}
 
 
