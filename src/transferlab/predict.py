@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -39,47 +38,14 @@ def read_inputs(path: Path, column: str) -> tuple[list, list[str]]:
     frame = read_table(path)
     if column not in frame.columns:
         raise DataError(f"{path}: no column '{column}'; columns are {list(frame.columns)}")
-    items = [as_input(x) for x in frame[column]]
-    for row in blank_lines(path):  # ascending: each lands at its row of the whole file
-        items.insert(row - 1, None)
-    if not items:
+    if frame.empty:
         raise DataError(f"{path}: no rows to predict (the table has a header but no rows)")
+    items = [as_input(x) for x in frame[column]]
     empty = [i for i, x in enumerate(items) if blank(x)]
     if empty:
         raise DataError(f"{path}: {len(empty)} of {len(items)} rows have an empty '{column}' "
                         f"(data rows {listed(i + 1 for i in empty)}, counting from 1 below the header)")
     return items, row_names(items)
-
-
-def blank_lines(path: Path) -> list[int]:
-    """The data rows of a CSV (counting from 1 below the header) that are blank lines. pandas skips
-    lines of nothing or only spaces and tabs, so a one-column file's empty inputs would vanish from
-    the predictions without a word; read back as rows, they are refused like any other empty input."""
-    if path.suffix == ".parquet":  # read_table's own test for Parquet
-        return []
-    limit = csv.field_size_limit(2**31 - 1)  # pandas, which has read this file already, has no such limit
-    try:
-        with path.open(newline="", encoding="utf-8") as file:
-            skipped = [len(lines) == 1 and not lines[0].strip(" \t\r\n") for lines in record_lines(file)]
-    finally:
-        csv.field_size_limit(limit)
-    rows = skipped[skipped.index(False) + 1:] if False in skipped else []  # below the header, as pandas finds it
-    return [row for row, skip in enumerate(rows, 1) if skip]
-
-
-def record_lines(file: IO[str]) -> Iterator[list[str]]:
-    """The lines each CSV record was read from: a quoted text may span several, blank ones included,
-    and such a blank line is part of a text, not a row."""
-    lines: list[str] = []
-
-    def feed() -> Iterator[str]:
-        for line in file:
-            lines.append(line)
-            yield line
-
-    for _ in csv.reader(feed()):
-        yield lines[:]
-        lines.clear()
 
 
 def row_names(items: list) -> list[str]:
