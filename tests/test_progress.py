@@ -19,6 +19,8 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
 from torch.utils.data import DataLoader, TensorDataset
 
+from conftest import run_cell, topic_config
+
 from transferlab.progress import ProgressBar, progress_callbacks
 from transferlab.resources import TrainClock
 
@@ -122,6 +124,16 @@ def test_lock_released_when_a_fit_fails():
 def test_progress_callbacks():
     assert [type(c) for c in progress_callbacks(True)] == [ProgressBar]
     assert progress_callbacks(False) == []
+
+
+@pytest.mark.parametrize("shown", [True, False])
+def test_extraction_shows_its_bar_as_the_trainer_setting_says(tmp_path, capfd, shown):
+    """trainer.enable_progress_bar=false hides every bar of a run, frozen extraction's too (it
+    printed 'Predicting' whatever the setting); a real cell on the tiny encoder, several batches."""
+    cfg = topic_config(tmp_path, "strategy=linear_probe", "extract.batch_size=4",
+                       f"trainer.enable_progress_bar={str(shown).lower()}")
+    run_cell(cfg, tmp_path / "run")
+    assert ("Predicting" in capfd.readouterr().out) == shown
 
 
 class CrashInEpoch2(Callback):

@@ -90,8 +90,8 @@ RETRIED = dict(retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless
                on_failure=[note_bad_input])
 prepare_task = task(pipeline.prepare_step, name="prepare", **RETRIED,
                     cache_policy=INPUTS + stage_code("transferlab.stages.prepare"))
-extract_task = task(pipeline.extract_step, name="extract", **RETRIED,
-                    cache_policy=INPUTS + stage_code("transferlab.stages.extract"))
+extract_task = task(pipeline.extract_step, name="extract", **RETRIED,  # a progress bar or none: the same features
+                    cache_policy=(INPUTS - "progress") + stage_code("transferlab.stages.extract"))
 train_task = task(pipeline.train_step, name="train", retries=1, retry_delay_seconds=1,
                   retry_condition_fn=retry_unless_bad_input, on_failure=[note_bad_input],
                   cache_policy=INPUTS + stage_code("transferlab.stages.train"))
@@ -125,10 +125,10 @@ class TaskSteps(pipeline.Steps):
         return self.once(["prepare", data, seed, cache_root],
                          lambda: trusted(prepare_task, intact)(data, seed, cache_root))
 
-    def extract(self, backbone: dict, extract_cfg: dict, data_dir: str, cache_root: str) -> str:
+    def extract(self, backbone: dict, extract_cfg: dict, data_dir: str, cache_root: str, progress: bool = True) -> str:
         intact = pipeline.features_intact(backbone, extract_cfg, data_dir, cache_root)
         return self.once(["extract", backbone, extract_cfg, data_dir, cache_root],
-                         lambda: trusted(extract_task, intact)(backbone, extract_cfg, data_dir, cache_root))
+                         lambda: trusted(extract_task, intact)(backbone, extract_cfg, data_dir, cache_root, progress))
 
     def train(self, cfg: dict, data_dir: str, features_dir: str | None, run_dir: str) -> Any:
         return trusted(train_task, pipeline.run_intact(run_dir, "train")).submit(cfg, data_dir, features_dir, run_dir)

@@ -43,13 +43,14 @@ def frozen_backbone(backbone: DictConfig, precision: str) -> Backbone:
     return model.to(torch.bfloat16) if precision == "bf16" else model
 
 
-def embed(backbone: DictConfig, extract: DictConfig, items: list) -> tuple[torch.Tensor, dict]:
+def embed(backbone: DictConfig, extract: DictConfig, items: list, progress: bool = True) -> tuple[torch.Tensor, dict]:
     """Features of `items` with the frozen backbone, and its facts: the seconds loading it and
-    embedding took, apart (a cost ledger charges them separately)."""
+    embedding took, apart (a cost ledger charges them separately). `progress`: a bar, as
+    trainer.enable_progress_bar says."""
     started = time.perf_counter()
     model = frozen_backbone(backbone, extract.precision)
     loaded = time.perf_counter()
-    features = features_of(model, items, extract.batch_size)
+    features = features_of(model, items, extract.batch_size, progress)
     return features, {"feature_dim": model.feature_dim, "backbone_params": count_parameters(model)[1],
                       "load_seconds": round(loaded - started, 3), "embed_seconds": time.perf_counter() - loaded}
 

@@ -94,10 +94,10 @@ def prepare_step(data: dict, seed: int, cache_root: str) -> str:
     return str(prepare.cached(OmegaConf.create(data), seed, cache_root))
 
 
-def extract_step(backbone: dict, extract_cfg: dict, data_dir: str, cache_root: str) -> str:
+def extract_step(backbone: dict, extract_cfg: dict, data_dir: str, cache_root: str, progress: bool = True) -> str:
     """Features of every split, embedded once per input; a damaged entry is rebuilt."""
     return str(extract.run(OmegaConf.create(backbone), OmegaConf.create(extract_cfg), data_dir,
-                           features_root(cache_root)))
+                           features_root(cache_root), progress))
 
 
 def train_step(cfg: dict, data_dir: str, features_dir: str | None, run_dir: str) -> str:
@@ -207,7 +207,7 @@ def run_cell(cfg: DictConfig, run_dir: str | Path, steps: Steps = Steps()) -> An
     c = OmegaConf.to_container(cfg, resolve=True)
     cache_root = str(cfg.paths.cache_dir)
     data_dir = steps.prepare(c["data"], cfg.seed, cache_root)
-    features = steps.extract(c["backbone"], c["extract"], data_dir, cache_root) \
+    features = steps.extract(c["backbone"], c["extract"], data_dir, cache_root, cfg.trainer.enable_progress_bar) \
         if resolve(cfg).needs_features else None
     trained = steps.train(c, data_dir, features, str(run_dir))
     return steps.evaluate(data_dir, features, str(run_dir), after=trained)

@@ -48,7 +48,7 @@ def extract(cfg: DictConfig) -> None:
     from transferlab.stages import extract as stage
 
     dirs = artifact_dirs(cfg)
-    stage.run(cfg.backbone, cfg.extract, dirs["data"], dirs["features"])
+    stage.run(cfg.backbone, cfg.extract, dirs["data"], dirs["features"], cfg.trainer.enable_progress_bar)
 
 
 def train(cfg: DictConfig) -> None:

@@ -37,7 +37,7 @@ def cache_key(backbone: DictConfig, extract: DictConfig, data_dir: Path) -> str:
 
 
 def update_store(cache: FeatureCache, store_key: str, backbone: DictConfig, extract: DictConfig,
-                 items: list) -> tuple[dict[bytes, int], torch.Tensor, dict]:
+                 items: list, progress: bool) -> tuple[dict[bytes, int], torch.Tensor, dict]:
     """Embed only the items the store lacks; returns the store's index, features and facts.
 
     The store keeps its cumulative embedding time and item count, so the cost of extraction is
@@ -49,7 +49,7 @@ def update_store(cache: FeatureCache, store_key: str, backbone: DictConfig, extr
         missing = {item_digest(x): x for x in items if item_digest(x) not in index}
         if not missing and known:
             return index, features, {**known, "extract_seconds": 0.0, "items_embedded": 0}
-        new, facts = embed(backbone, extract, list(missing.values()))
+        new, facts = embed(backbone, extract, list(missing.values()), progress)
         seconds = facts.pop("embed_seconds")
         digests = [d for d, _ in sorted(index.items(), key=lambda kv: kv[1])] + list(missing)
         features = new if features is None else torch.cat([features, new])
@@ -94,9 +94,11 @@ def entry_rate(facts: dict, batches: list[dict], rows: torch.Tensor) -> float:
     return float(rate[rows.unique()].mean())
 
 
-def run(backbone: DictConfig, extract: DictConfig, data_dir: str | Path, cache_root: str | Path) -> Path:
+def run(backbone: DictConfig, extract: DictConfig, data_dir: str | Path, cache_root: str | Path,
+        progress: bool = True) -> Path:
     """Returns the entry holding `<split>.safetensors` + meta.json; inputs already embedded with
-    this backbone (by any earlier split, subset or seed) are looked up, not recomputed."""
+    this backbone (by any earlier split, subset or seed) are looked up, not recomputed. `progress`:
+    a bar while embedding (trainer.enable_progress_bar); it changes nothing else."""
     data_dir, cache = Path(data_dir), FeatureCache(cache_root)
     key = cache_key(backbone, extract, data_dir)
     with cache.lock(key):
@@ -106,7 +108,7 @@ def run(backbone: DictConfig, extract: DictConfig, data_dir: str | Path, cache_r
         items = {s: read_split(data_dir, s)[column].tolist() for s in SPLITS}
         store_key = backbone_key(backbone, extract)
         index, features, facts = update_store(cache, store_key, backbone, extract,
-                                              [x for s in SPLITS for x in items[s]])
+                                              [x for s in SPLITS for x in items[s]], progress)
         rows = {s: torch.tensor([index[item_digest(x)] for x in items[s]], dtype=torch.long) for s in SPLITS}
         for split in SPLITS:
             cache.save(key, split, features[rows[split]], {"split": split})
