@@ -30,6 +30,9 @@ def test_two_strategies_two_sizes_on_two_dask_workers_make_a_report_whose_number
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"report: {out / 'report.html'}" in done.stdout
+    dask_lines = [line for line in (done.stdout + done.stderr).splitlines()  # its loggers' lines, not Prefect's
+                  if re.search(r"distributed\.(?!deploy\.local\.LocalCluster`)", line)]
+    assert not dask_lines, dask_lines[:5]  # no scheduler/nanny banners, no shutdown warnings
 
     metrics = {p.parent.name: json.loads(p.read_text()) for p in (out / "runs").glob("*/metrics.json")}
     assert set(metrics) == {f"{s}-n{n}-s0" for s in ("linear_probe", "finetune_full") for n in (12, "all")}

@@ -51,8 +51,11 @@ class BadInputFilter(logging.Filter):
 def quiet_logs() -> None:
     for name in ("prefect.task_runs", "prefect.flow_runs", "prefect.engine"):
         logging.getLogger(name).addFilter(BadInputFilter())
-    for name in ("httpx", "httpcore", "distributed", "alembic"):  # distributed: the Dask runner's cluster;
-        logging.getLogger(name).setLevel(logging.WARNING)          # alembic: optuna's set-up lines
+    for name in ("httpx", "httpcore", "alembic"):  # alembic: optuna's set-up lines
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # the Dask runner's cluster: banners at INFO, and at WARNING its nannies killing workers that are
+    # slow to exit when the cluster closes after the grid
+    logging.getLogger("distributed").setLevel(logging.ERROR)
 
 
 quiet_logs()
@@ -169,10 +172,11 @@ def task_runner(compare_cfg: Any):
     if compare_cfg.task_runner == "dask":
         from prefect_dask import DaskTaskRunner
 
+        quiet_logs()  # importing distributed has set its loggers back to INFO
         torch_threads = str(max(1, (os.cpu_count() or 1) // compare_cfg.workers))
         return DaskTaskRunner(cluster_kwargs={
             "n_workers": compare_cfg.workers, "threads_per_worker": 1, "processes": True,
-            "dashboard_address": None, "env": {"OMP_NUM_THREADS": torch_threads}})
+            "dashboard_address": None, "silence_logs": logging.ERROR, "env": {"OMP_NUM_THREADS": torch_threads}})
     raise ConfigError(f"compare.task_runner={compare_cfg.task_runner!r}: must be 'threads' or 'dask'")
 
 
