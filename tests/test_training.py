@@ -7,6 +7,7 @@ code path); what needs a real model's quality runs on MiniLM (`tiny=False`)."""
 from __future__ import annotations
 
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -98,6 +99,10 @@ def test_export_merges_lora_and_traces_to_torchscript(tmp_path):
     run_cell(cfg, tmp_path / "run")
     pd.read_parquet(prepared_dir(cfg) / "test.parquet").to_csv(tmp_path / "x.csv", index=False)
     assert main(["export", str(tmp_path / "run"), str(tmp_path / "export"), "--example", str(tmp_path / "x.csv")]) == 0
+    umask = os.umask(0o022)
+    os.umask(umask)
+    written = [*(tmp_path / "export").iterdir(), tmp_path / "run" / "model.safetensors"]
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in written} == {p.name: oct(0o666 & ~umask) for p in written}
     info = json.loads((tmp_path / "export" / "config.json").read_text())
     assert info["torchscript"] == "model.torchscript.pt" and info["labels"] == TOPIC_LABELS
     exported = load_file(tmp_path / "export" / "model.safetensors")

@@ -26,6 +26,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     tmp = workdir / target.name
     try:
         yield tmp
+        _readable(tmp)
         _swap_in(tmp, target, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -41,6 +42,24 @@ def _workdir_beside(target: Path) -> Path:
         reason = (f"{blocker} is a file, not a folder" if blocker is not None and not blocker.is_dir()
                   else exc.strerror or first_line(exc))
         raise DataError(f"{target}: cannot write here ({reason})") from None
+
+
+def _readable(tmp: Path) -> None:
+    """Every file of the artifact with the mode the umask gives a new file: safetensors writes its
+    files 0600, so exported or trained weights were unreadable to another account serving them."""
+    mode = 0o666 & ~_umask()
+    for path in [tmp] if tmp.is_file() else tmp.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, mode)
+
+
+def _umask() -> int:
+    """This process's umask, read without setting it (os.umask sets it, for every thread at once)."""
+    status = Path("/proc/self/status")
+    for line in status.read_text().splitlines() if status.is_file() else []:
+        if line.startswith("Umask:"):
+            return int(line.split()[1], 8)
+    return 0o022
 
 
 def _swap_in(tmp: Path, target: Path, workdir: Path) -> None:
