@@ -48,4 +48,7 @@ class RunsSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         table = runs_table(Path(config.hydra.sweep.dir))
         if table is not None:
-            Console().print(table)
+            console = Console()
+            if not console.is_terminal:  # a pipe or a log (80 columns): as wide as the table, not cut to "0.9…"
+                console.width = max(console.width, console.measure(table, options=console.options.update_width(1000)).maximum)
+            console.print(table)
