@@ -145,7 +145,7 @@ def small(tmp_path: Path) -> list[str]:
     ({"strategies": ["linear_probe", "nope"]}, ConfigError, ("strategy=nope", "unknown strategy", "lp_ft")),
     ({"label": "stars"}, DataError, ("label='stars'", "no such column", "topic")),
     ({"data": topic_frame().query("topic == 'sport'")}, DataError, ("at least 2 classes", "sport")),
-    ({"train_sizes": [500]}, DataError, ("data.train_size=500", "only")),
+    ({"train_sizes": [500]}, DataError, ("compare.train_sizes[0]=500", "only")),
     ({"overrides": ["strategy=lora"]}, ConfigError, ("strategy=lora", "strategies=[...]")),
 ], ids=["unknown-strategy", "missing-column", "one-class", "train-size-above-rows", "strategy-override"])
 def test_bad_arguments_raise_the_projects_errors_in_one_line_and_leave_no_run_folder(arguments, error, says, tmp_path):
@@ -162,7 +162,7 @@ def test_bad_arguments_raise_the_projects_errors_in_one_line_and_leave_no_run_fo
 
 @pytest.mark.usefixtures("prefect_api")
 def test_bad_data_under_the_prefect_flow_raises_the_same_one_line_error(tmp_path):
-    with pytest.raises(DataError, match=r"^data\.train_size=500: only \d+ training rows are available$"):
+    with pytest.raises(DataError, match=r"^compare\.train_sizes\[0\]=500: only \d+ training rows are available$"):
         tl.compare(topic_frame(), label="topic", train_sizes=[500], overrides=small(tmp_path), out_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
