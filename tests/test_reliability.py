@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import PYTHON, ROOT, run_cell, topic_config, QUICK_BUDGET
+from conftest import PYTHON, ROOT, run_cell, topic_config, topic_frame, QUICK_BUDGET
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
+from tiny_encoder import overrides as tiny_encoder
 
 from transferlab.checkpoints import LEFT_OUT, FileCheckpointIO, digest, load_checkpoint
 from transferlab.errors import DataError
@@ -128,6 +129,32 @@ def test_a_run_folder_reused_with_another_config_trains_from_scratch(finetuned, 
     old = load_file(root / "uninterrupted" / "model.safetensors")
     assert all(torch.equal(weights["reused"][k], weights["fresh"][k]) for k in old)
     assert not all(torch.equal(weights["reused"][k], old[k]) for k in old)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api")
+def test_ctrl_c_stops_a_flows_fine_tune_at_its_next_batch(tmp_path):
+    """SIGINT reaches only the main thread, where the flow waits, while the fit runs in a task
+    thread: it used to train on to its end before the process could exit. Now the fit stops at its
+    next batch, its last checkpoint left to resume from, and the command ends in one line, code 130.
+    (max_epochs is far more than the 120 s allowed: only the interrupt can end this run in time.)"""
+    topic_frame().to_csv(tmp_path / "topics.csv", index=False)
+    run = tmp_path / "run"
+    proc = subprocess.Popen([PYTHON, "flows/adapt.py", "data=csv", f"data.path={tmp_path / 'topics.csv'}",
+                             "data.label_column=topic", *tiny_encoder(), *FINETUNE[:1], "strategy.max_epochs=100000",
+                             *QUICK_BUDGET, "strategy.patience=100000", "trainer.enable_progress_bar=false",
+                             f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(run / "checkpoints" / "last.ckpt", proc)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("interrupted: "), err[-3000:]
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] < 100000 - 1
+    assert not (run / "model.safetensors").exists() and (run / "clock.json").is_file()  # its time counts on resume
 
 # --- determinism ----------------------------------------------------------------------------------
 

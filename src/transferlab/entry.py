@@ -17,6 +17,7 @@ from typing import Callable, Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
+from transferlab import interrupt
 from transferlab.errors import ConfigError, TransferlabError
 
 QUIET_PREFECT_ENV = {
@@ -44,7 +45,13 @@ def start(main: Callable[[], object], script: str) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)  # the Optuna sweeper's set-up lines
     with exit_on_bad_input():
         check_overrides([a for a in sys.argv[1:] if not a.startswith("-") and "=" in a])
-    main()
+    interrupt.install()
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("interrupted: the same command with the same hydra.run.dir resumes a fine-tune from its "
+              "last checkpoint", file=sys.stderr)
+        sys.exit(130)
 
 
 def discard_run_dir(run_dir: Path) -> None:

@@ -21,6 +21,7 @@ from prefect.cache_policies import INPUTS, NO_CACHE, CacheKeyFnPolicy
 
 from transferlab import pipeline
 from transferlab.errors import ConfigError, TransferlabError
+from transferlab.interrupt import Interrupted
 from transferlab.provenance import code_version
 
 log = logging.getLogger("transferlab")
@@ -81,7 +82,7 @@ def retry_unless_bad_input(task_: Task, task_run, state) -> bool:
     said at WARNING, with its reason (Prefect says it at INFO, which the quiet settings hide)."""
     try:
         state.result()
-    except TransferlabError:
+    except (TransferlabError, Interrupted):
         return False
     except Exception as exc:
         log.warning("%s failed: %r; retrying", task_run.name, exc)

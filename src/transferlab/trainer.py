@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 from transferlab.atomic import atomic_path, write_json
 from transferlab.checkpoints import FileCheckpointIO, check_fits, full_state, load_checkpoint
 from transferlab.heap import RetainedHeap
+from transferlab.interrupt import REQUESTED, Interrupted
 from transferlab.progress import progress_callbacks
 from transferlab.provenance import code_version
 from transferlab.resources import TrainClock
@@ -43,6 +44,17 @@ def quiet_lightning() -> None:
     # a run folder is reused on purpose: resumed from its last.ckpt, its earlier logs kept aside
     warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
     warnings.filterwarnings("ignore", ".*Experiment logs directory .* exists and is not empty.*")
+
+
+class StopOnInterrupt(L.Callback):
+    """Ends a fit at its next batch once the process has been interrupted (transferlab.interrupt):
+    a fit in a flow's task thread would not see the main thread's KeyboardInterrupt."""
+
+    def _check(self, *_args) -> None:
+        if REQUESTED.is_set():
+            raise Interrupted("interrupted: the fit stopped at its last checkpoint")
+
+    on_train_batch_start = on_validation_batch_start = _check
 
 
 class QuietWorkers(L.Callback):
@@ -150,7 +162,7 @@ def build_trainer(cfg: DictConfig, strategy: Strategy, run_dir: Path, resumable:
     stopping = EarlyStoppingAfterMinSteps(budget.min_steps, budget.patience)
     seeded = [EpochSeed(cfg.seed)] if resumable else []  # resumed = uninterrupted
     callbacks = [best, *last, stopping, *seeded, *progress_callbacks(cfg.trainer.enable_progress_bar),
-                 QuietWorkers(), FitSummary(run_dir), RetainedHeap(), *(extra_callbacks or [])]
+                 StopOnInterrupt(), QuietWorkers(), FitSummary(run_dir), RetainedHeap(), *(extra_callbacks or [])]
     return instantiate(cfg.trainer, **(HEAD if single_process else {}), **schedule,
                        gradient_clip_val=strategy.gradient_clip_val,
                        callbacks=callbacks, plugins=[FileCheckpointIO()], logger=build_logger(cfg.logger, run_dir),
