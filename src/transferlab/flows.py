@@ -30,10 +30,11 @@ BAD_INPUT_RUNS: set[str] = set()  # ids of task and flow runs that failed on bad
 
 def note_bad_input(_task_or_flow, run, state) -> None:
     """An on_failure hook: remember runs that failed on bad input, whose Prefect log lines
-    BadInputFilter drops (the entry point reports the error once, as one line)."""
+    BadInputFilter drops (the entry point reports the error once, as one line); an interrupted fit's
+    too (the entry point says that in one line)."""
     try:
         state.result()
-    except TransferlabError:
+    except (TransferlabError, Interrupted):
         BAD_INPUT_RUNS.add(str(run.id))
     except Exception:
         pass
@@ -43,7 +44,7 @@ class BadInputFilter(logging.Filter):
     """Drops Prefect's log lines about a run that failed on bad input, and tracebacks of bad input."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], TransferlabError):
+        if record.exc_info and isinstance(record.exc_info[1], (TransferlabError, Interrupted)):
             return False
         run_id = getattr(record, "task_run_id", None) or getattr(record, "flow_run_id", None)
         return str(run_id) not in BAD_INPUT_RUNS
