@@ -13,6 +13,15 @@ class DataError(TransferlabError):
     pass
 
 
+class Interrupted(Exception):
+    """A fit stopped because the user interrupted the process (transferlab.interrupt)."""
+
+
+# failures the entry point says in one line: neither retried nor recorded as crashes, their
+# Prefect log lines dropped
+EXPECTED = (TransferlabError, Interrupted)
+
+
 def first_line(exc: BaseException) -> str:
     """A library's exception cut to its first non-blank line (its type name if it says nothing):
     libraries' messages span lines, ours must not."""

@@ -20,8 +20,7 @@ from prefect import Task, flow, task
 from prefect.cache_policies import INPUTS, NO_CACHE, CacheKeyFnPolicy
 
 from transferlab import pipeline
-from transferlab.errors import ConfigError, TransferlabError
-from transferlab.interrupt import Interrupted
+from transferlab.errors import EXPECTED, ConfigError
 from transferlab.provenance import code_version
 
 log = logging.getLogger("transferlab")
@@ -34,7 +33,7 @@ def note_bad_input(_task_or_flow, run, state) -> None:
     too (the entry point says that in one line)."""
     try:
         state.result()
-    except (TransferlabError, Interrupted):
+    except EXPECTED:
         BAD_INPUT_RUNS.add(str(run.id))
     except Exception:
         pass
@@ -44,7 +43,7 @@ class BadInputFilter(logging.Filter):
     """Drops Prefect's log lines about a run that failed on bad input, and tracebacks of bad input."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], (TransferlabError, Interrupted)):
+        if record.exc_info and isinstance(record.exc_info[1], EXPECTED):
             return False
         run_id = getattr(record, "task_run_id", None) or getattr(record, "flow_run_id", None)
         return str(run_id) not in BAD_INPUT_RUNS
@@ -83,7 +82,7 @@ def retry_unless_bad_input(task_: Task, task_run, state) -> bool:
     said at WARNING, with its reason (Prefect says it at INFO, which the quiet settings hide)."""
     try:
         state.result()
-    except (TransferlabError, Interrupted):
+    except EXPECTED:
         return False
     except Exception as exc:
         log.warning("%s failed: %r; retrying", task_run.name, exc)

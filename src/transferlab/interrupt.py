@@ -3,7 +3,7 @@
 SIGINT raises KeyboardInterrupt in the main thread only, where a flow waits on its tasks; a fit in
 a task thread trained on to its end (minutes), and the process ended only after it, in a long
 traceback. `install` (every flow script's bootstrap) records the request, and the Trainer's
-`StopOnInterrupt` callback ends the fit at its next batch: its last checkpoint is left for the
+`StopOnInterrupt` callback ends the fit at its next batch (errors.Interrupted): its last checkpoint is left for the
 same command to resume from. Light on purpose: no torch or Lightning here."""
 
 from __future__ import annotations
@@ -12,10 +12,6 @@ import signal
 import threading
 
 REQUESTED = threading.Event()
-
-
-class Interrupted(Exception):
-    """A fit stopped because the user interrupted the process: neither bad input nor a crash to retry."""
 
 
 def install() -> None:

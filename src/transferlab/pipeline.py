@@ -26,8 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from transferlab import planner
 from transferlab.atomic import atomic_path
 from transferlab.config import CONF_DIR, at_key, checked, compose
-from transferlab.errors import TransferlabError
-from transferlab.interrupt import Interrupted
+from transferlab.errors import EXPECTED, TransferlabError
 from transferlab.data.datamodules import labels_of
 from transferlab.features import FeatureCache, load_features
 from transferlab.stages import evaluate, extract, prepare, report, train
@@ -107,7 +106,7 @@ def train_step(cfg: dict, data_dir: str, features_dir: str | None, run_dir: str)
     started = time.perf_counter()
     try:
         train.run(OmegaConf.create(cfg), data_dir, features_dir, run_dir)
-    except (TransferlabError, Interrupted):
+    except EXPECTED:
         raise
     except Exception as exc:
         record_failure(Path(run_dir), exc, time.perf_counter() - started)

@@ -50,5 +50,6 @@ class RunsSummary(Callback):
         if table is not None:
             console = Console()
             if not console.is_terminal:  # a pipe or a log (80 columns): as wide as the table, not cut to "0.9…"
-                console.width = max(console.width, console.measure(table, options=console.options.update_width(1000)).maximum)
+                wide = console.measure(table, options=console.options.update_width(1000))
+                console.width = max(console.width, wide.maximum)
             console.print(table)

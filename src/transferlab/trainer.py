@@ -6,8 +6,8 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import random
+import shutil
 import warnings
 from pathlib import Path
 
@@ -22,8 +22,9 @@ from safetensors.torch import save_file
 
 from transferlab.atomic import atomic_path, write_json
 from transferlab.checkpoints import FileCheckpointIO, check_fits, full_state, load_checkpoint
+from transferlab.errors import Interrupted
 from transferlab.heap import RetainedHeap
-from transferlab.interrupt import REQUESTED, Interrupted
+from transferlab.interrupt import REQUESTED
 from transferlab.progress import progress_callbacks
 from transferlab.provenance import code_version
 from transferlab.resources import TrainClock
