@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from prefect import Task, flow, task
 from prefect.cache_policies import INPUTS, NO_CACHE, CacheKeyFnPolicy
 
-from transferlab import pipeline
+from transferlab import interrupt, pipeline
 from transferlab.errors import EXPECTED, ConfigError
 from transferlab.provenance import code_version
 
@@ -40,9 +40,13 @@ def note_bad_input(_task_or_flow, run, state) -> None:
 
 
 class BadInputFilter(logging.Filter):
-    """Drops Prefect's log lines about a run that failed on bad input, and tracebacks of bad input."""
+    """Drops Prefect's log lines about a run that failed on bad input, tracebacks of bad input, and
+    every line once the user has interrupted the process (the runs ending then: the flow's "Crash
+    detected", a downstream task's "NotReady"): the entry point says each of these in one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if interrupt.REQUESTED.is_set():
+            return False
         if record.exc_info and isinstance(record.exc_info[1], EXPECTED):
             return False
         run_id = getattr(record, "task_run_id", None) or getattr(record, "flow_run_id", None)
