@@ -179,6 +179,29 @@ def assert_push_pull_round_trip(repo):
     assert "Data and pipelines are up to date." in dvc(repo, "status")
 
 
+def test_report_without_the_feature_cache_refuses(repo):
+    """The report costs feature extraction from paths.cache_dir, which no stage outputs: a report-only
+    rerun where it is absent (a queued experiment's copy, a fresh clone after `dvc pull`) stops in one
+    line naming the key, instead of writing extraction_seconds 0.0 into summary.json and the report."""
+    params_file, summary_file = repo / "params.yaml", repo / "artifacts" / "report" / "summary.json"
+    params = yaml.safe_load(params_file.read_text())
+    params["compare"]["strategies"] = ["linear_probe"]
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc(repo, "repro", "report")
+    measured = json.loads(summary_file.read_text())["extraction_seconds"]
+    assert measured > 0
+    shutil.rmtree(repo / ".cache")
+    params["compare"]["tie_margin"] = 0.01  # the report alone reruns
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run([os.path.join(BIN, "dvc"), "repro", "report"], cwd=repo, text=True, env=env,
+                          capture_output=True, timeout=600)
+    assert done.returncode != 0 and ran(done.stdout) == ["report"], done.stdout + done.stderr
+    errors = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("transferlab report:")]
+    assert len(errors) == 1 and "paths.cache_dir=.cache/transferlab" in errors[0], done.stdout + done.stderr
+    assert not summary_file.exists() or json.loads(summary_file.read_text())["extraction_seconds"] == measured
+
+
 def test_dvc_parses_its_yaml_in_c():
     """DVC reads dvc.yaml, dvc.lock and params.yaml through ruamel.yaml's safe loader. Since ruamel.yaml
     0.19.1 its C parser (ruamel.yaml.clib) is a dependency of ours, not of ruamel.yaml: without it a

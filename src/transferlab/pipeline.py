@@ -418,6 +418,18 @@ def runs_dir(out_dir: Path) -> Path:
     return Path(out_dir) / "runs"
 
 
+def extraction_measured(base: DictConfig, conf_dir: Path = CONF_DIR) -> bool:
+    """Whether paths.cache_dir holds what write_report costs feature extraction from: the backbone's
+    measured rate and the prepared splits of every cell on features. A flow's cells have just filled
+    it; under dvc no stage outputs it, so a report rerun without it (a queued experiment's copy, a
+    fresh clone after `dvc pull`) would cost extraction at 0 s."""
+    cells = [c for c in grid(base, conf_dir) if resolve(c.cfg).needs_features]
+    cache_root = base.paths.cache_dir
+    store = FeatureCache(features_root(cache_root)).store(extract.backbone_key(base.backbone, base.extract))
+    return not cells or ((store / "meta.json").is_file() and all(
+        prepared_intact(OmegaConf.to_container(c.cfg.data), c.seed, cache_root) for c in cells))
+
+
 def write_report(base: DictConfig, metrics_files: list[Path], out_dir: str | Path,
                  conf_dir: Path = CONF_DIR, plan: dict | None = None) -> dict:
     """The report stage over these runs, with the extraction cost of the grid's distinct inputs."""
