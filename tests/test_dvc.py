@@ -81,6 +81,7 @@ def test_repro_noop_queued_grid_and_remote(repo):
     assert ran(dvc(repo, "repro")) == ["prepare", "extract", "train", "evaluate", *COMPARE, "report"]
     metrics = json.loads((repo / "artifacts" / "eval" / "metrics.json").read_text())
     assert metrics["strategy"] == "linear_probe" and metrics["test_accuracy"] > 0.8
+    assert embedded_items(repo) == len(topic_frame())  # extract and the comparison: each input once
     shown = dvc(repo, "metrics", "show", "--json")
     assert "test_accuracy" in shown and "finetune_last_n" in shown
     assert_comparison(repo)
@@ -91,6 +92,11 @@ def test_repro_noop_queued_grid_and_remote(repo):
     subprocess.run(["git", "commit", "-qm", "baseline"], cwd=repo, check=True)
     assert_queued_grid(repo)
     assert_push_pull_round_trip(repo)
+
+
+def embedded_items(repo: Path) -> int:
+    """How many inputs the feature stores under the repository embedded (a store embeds an input once)."""
+    return sum(json.loads(p.read_text())["batches"][-1]["rows"][1] for p in repo.rglob("items/*/meta.json"))
 
 
 def assert_comparison(repo):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -57,6 +58,12 @@ class FeatureCache:
         path = self.entry(key) / f"{split}.safetensors"
         save_verifiable(path, {"features": features}, {k: str(v) for k, v in meta.items()})
         return path
+
+    def copy_entry(self, key: str, to: FeatureCache) -> Path:
+        """Entry `key` copied into another cache (dvc's artifacts/features), whole or not at all."""
+        with atomic_path(to.entry(key)) as tmp:
+            shutil.copytree(self.entry(key), tmp)
+        return to.entry(key)
 
     def store(self, backbone_key: str) -> Path:
         return self.root / "items" / backbone_key

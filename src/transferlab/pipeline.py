@@ -97,7 +97,7 @@ def prepare_step(data: dict, seed: int, cache_root: str) -> str:
 def extract_step(backbone: dict, extract_cfg: dict, data_dir: str, cache_root: str, progress: bool = True) -> str:
     """Features of every split, embedded once per input; a damaged entry is rebuilt."""
     return str(extract.run(OmegaConf.create(backbone), OmegaConf.create(extract_cfg), data_dir,
-                           features_root(cache_root), progress))
+                           extract.features_root(cache_root), progress))
 
 
 def train_step(cfg: dict, data_dir: str, features_dir: str | None, run_dir: str) -> str:
@@ -146,14 +146,10 @@ def failures(run_dir: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
-def features_root(cache_root: str | Path) -> Path:
-    return Path(cache_root) / "features"
-
-
 def features_entry(backbone: dict, extract_cfg: dict, data_dir: str | Path, cache_root: str | Path) -> Path:
     """Where `extract_step` puts (or finds) the features of `data_dir` for this backbone."""
     key = extract.cache_key(OmegaConf.create(backbone), OmegaConf.create(extract_cfg), Path(data_dir))
-    return FeatureCache(features_root(cache_root)).entry(key)
+    return FeatureCache(extract.features_root(cache_root)).entry(key)
 
 
 def features_intact(backbone: dict, extract_cfg: dict, data_dir: str | Path, cache_root: str | Path) -> bool:
@@ -425,7 +421,7 @@ def extraction_measured(base: DictConfig, conf_dir: Path = CONF_DIR) -> bool:
     fresh clone after `dvc pull`) would cost extraction at 0 s."""
     cells = [c for c in grid(base, conf_dir) if resolve(c.cfg).needs_features]
     cache_root = base.paths.cache_dir
-    store = FeatureCache(features_root(cache_root)).store(extract.backbone_key(base.backbone, base.extract))
+    store = FeatureCache(extract.features_root(cache_root)).store(extract.backbone_key(base.backbone, base.extract))
     return not cells or ((store / "meta.json").is_file() and all(
         prepared_intact(OmegaConf.to_container(c.cfg.data), c.seed, cache_root) for c in cells))
 
@@ -437,7 +433,7 @@ def write_report(base: DictConfig, metrics_files: list[Path], out_dir: str | Pat
     uses_features = [c for c in cells if resolve(c.cfg).needs_features]
     data_dirs = [prepared_dir(OmegaConf.to_container(c.cfg.data), c.seed, base.paths.cache_dir) for c in uses_features]
     extraction = extract.amortised_seconds(base.backbone, base.extract, data_dirs,
-                                           features_root(base.paths.cache_dir)) if uses_features else 0.0
+                                           extract.features_root(base.paths.cache_dir)) if uses_features else 0.0
     title = f"transferlab: {base.data.name} on {base.backbone.name}"
     summary = report.run(metrics_files, out_dir, title, extraction, base.compare.tie_margin, plan)
     return {**summary, "extraction_seconds": extraction}

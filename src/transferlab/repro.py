@@ -45,10 +45,14 @@ def prepare(cfg: DictConfig) -> None:
 
 
 def extract(cfg: DictConfig) -> None:
+    """Embeds through the item store under paths.cache_dir, the one the comparison's cells embed
+    through, so a `dvc repro` embeds each input once; the entry is then copied into the output."""
+    from transferlab.features import FeatureCache
     from transferlab.stages import extract as stage
 
-    dirs = artifact_dirs(cfg)
-    stage.run(cfg.backbone, cfg.extract, dirs["data"], dirs["features"], cfg.trainer.enable_progress_bar)
+    dirs, shared = artifact_dirs(cfg), stage.features_root(cfg.paths.cache_dir)
+    entry = stage.run(cfg.backbone, cfg.extract, dirs["data"], shared, cfg.trainer.enable_progress_bar)
+    FeatureCache(shared).copy_entry(entry.name, FeatureCache(dirs["features"]))
 
 
 def train(cfg: DictConfig) -> None:

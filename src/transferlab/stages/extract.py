@@ -32,6 +32,11 @@ def backbone_key(backbone: DictConfig, extract: DictConfig) -> str:
                        precision=extract.precision, code=code_version(__name__))
 
 
+def features_root(cache_root: str | Path) -> Path:
+    """Where paths.cache_dir keeps features: the item stores and entries every front end shares."""
+    return Path(cache_root) / "features"
+
+
 def cache_key(backbone: DictConfig, extract: DictConfig, data_dir: Path) -> str:
     return content_key(store=backbone_key(backbone, extract), data=data_hash(data_dir))
 
