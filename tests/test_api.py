@@ -147,7 +147,10 @@ def small(tmp_path: Path) -> list[str]:
     ({"data": topic_frame().query("topic == 'sport'")}, DataError, ("at least 2 classes", "sport")),
     ({"train_sizes": [500]}, DataError, ("compare.train_sizes[0]=500", "only")),
     ({"overrides": ["strategy=lora"]}, ConfigError, ("strategy=lora", "strategies=[...]")),
-], ids=["unknown-strategy", "missing-column", "one-class", "train-size-above-rows", "strategy-override"])
+    ({"seeds": [0, -1]}, ConfigError, ("compare.seeds[1]=-1", "[0, 4294967295]")),
+    ({"seeds": [0, 1, 0]}, ConfigError, ("compare.seeds=[0, 1, 0]", "0 is listed twice")),
+], ids=["unknown-strategy", "missing-column", "one-class", "train-size-above-rows", "strategy-override",
+        "negative-seed", "repeated-seed"])
 def test_bad_arguments_raise_the_projects_errors_in_one_line_and_leave_no_run_folder(arguments, error, says, tmp_path):
     arguments = {"data": topic_frame(), "label": "topic", **arguments}
     arguments["overrides"] = [*small(tmp_path), *arguments.get("overrides", [])]

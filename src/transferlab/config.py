@@ -360,6 +360,7 @@ def validate(cfg: DictConfig) -> None:
                    "processors; set one of them to 1"))
     checks += strategy_checks(cfg.strategy, "strategy") + compare_override_checks(list(cfg.compare.overrides))
     checks += train_size_checks(list(cfg.compare.train_sizes), "compare.train_sizes")
+    checks += seed_checks(cfg.seed, list(cfg.compare.seeds)) + grid_checks(cfg.compare)
     for ok, key, value, why in checks + trainer_checks(cfg.trainer) + logger_checks(cfg.logger):
         if not ok:
             raise ConfigError(f"{key}={value!r}: {why}")
@@ -392,6 +393,28 @@ def train_size_checks(sizes: list, key: str) -> list[tuple]:
         return None
 
     return [(why is None, f"{key}[{i}]", size, why) for i, (size, why) in enumerate(zip(sizes, map(problem, sizes)))]
+
+
+MAX_SEED = 2**32 - 1  # numpy's generators and Lightning's seed_everything take seeds in [0, 2**32)
+
+
+def seed_checks(seed: int, seeds: list[int]) -> list[tuple]:
+    """Seeds numpy and Lightning take, checked before any work: out of range, they raise a bare
+    ValueError deep inside a run, after its run folder was begun."""
+    why = f"a seed must be in [0, {MAX_SEED}]"
+    return [(0 <= seed <= MAX_SEED, "seed", seed, why),
+            *((0 <= s <= MAX_SEED, f"compare.seeds[{i}]", s, why) for i, s in enumerate(seeds))]
+
+
+def grid_checks(compare: DictConfig) -> list[tuple]:
+    """No repeats in a grid's axes: a repeated seed, size or strategy would be the same cell (one run
+    folder) counted twice in the report, as if it were evidence from another run."""
+    def repeat(values: list) -> Any:
+        return next((v for i, v in enumerate(values) if v in values[:i]), None)
+
+    return [(repeat(values) is None, f"compare.{key}", values, f"{repeat(values)!r} is listed twice")
+            for key in ("strategies", "train_sizes", "seeds")
+            for values in [list(compare[key])]]
 
 
 def at_key(exc: TransferlabError, key: str) -> TransferlabError:
