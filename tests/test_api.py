@@ -37,7 +37,9 @@ TRAIN_SIZES = {SETTINGS['train_sizes']!r}
 SEEDS = {SETTINGS['seeds']!r}
 OVERRIDES = {OVERRIDES!r}"""
 
-# appended after the notebook's own cells: what it produced, for the assertions
+# appended after the notebook's own cells: one of cmp.plot()'s figures on its own, as a user looks at it
+ONE_FIGURE = 'cmp.plot()["learning_curves"]'
+# then what it produced, for the assertions
 PRODUCED = """import json
 own = pd.read_csv(model.path / "predictions.csv")
 again = model.predict([own.text[0]])
@@ -64,6 +66,7 @@ def notebook(tmp_path_factory, prefect_api):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     (parameters,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     parameters.source = PARAMETERS
+    nb.cells.append(nbformat.v4.new_code_cell(ONE_FIGURE))
     nb.cells.append(nbformat.v4.new_code_cell(PRODUCED))
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
     (line,) = [o["text"] for o in outputs(nb.cells[-1]) if o.get("name") == "stdout"]
@@ -102,8 +105,11 @@ def test_the_comparison_shows_itself_as_html_with_the_verdict_table_and_plots(no
     assert ("table", {"border": "1", "class": "dataframe", "id": "verdicts"}) in tags
     images = [a for t, a in tags if t == "img" and a.get("src", "").startswith("data:image/png;base64,")]
     assert {a["alt"] for a in images} == {"learning_curves", "accuracy_vs_compute"}
-    (plots,) = results(nb, "cmp.plot()")
+    (plots,) = results(nb, "figures = cmp.plot()")
     assert plots.count("data:image/png;base64,") == 2
+    (figure,) = [o["data"] for c in nb.cells if c.source == ONE_FIGURE for o in outputs(c)
+                 if o["output_type"] == "execute_result"]
+    assert "image/png" in figure, figure  # a Figure of cmp.plot() shows as an image, not its repr
 
 
 def test_training_progress_renders_as_a_widget_not_escape_codes(notebook):

@@ -19,6 +19,15 @@ def png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
+class ShownFigure(Figure):
+    """A Figure that Jupyter shows as a PNG. IPython's matplotlib formatter is registered only when
+    pyplot loads its inline backend, which these figures never do: without this, a notebook's
+    `cmp.plot()["learning_curves"]` showed only '<Figure size 600x400 with 1 Axes>'."""
+
+    def _repr_png_(self) -> bytes:
+        return png(self)
+
+
 def mean_interval(std: pd.Series, seeds: pd.Series, level: float = 0.95) -> pd.Series:
     """Half-width of the t interval of a mean over seeds (0 with one seed: nothing measured)."""
     half = stats.t.ppf(0.5 + level / 2, (seeds - 1).clip(lower=1)) * std / np.sqrt(seeds)
@@ -28,7 +37,7 @@ def mean_interval(std: pd.Series, seeds: pd.Series, level: float = 0.95) -> pd.S
 def learning_curves(summary: pd.DataFrame, curves: dict | None = None) -> Figure:
     """Mean test accuracy per size with its 95% interval over seeds as a band; a fitted saturating
     power law (report/forecast.py) dashed beyond the largest measured size, to 4x, with its 80% band."""
-    fig = Figure(figsize=(6, 4))
+    fig = ShownFigure(figsize=(6, 4))
     ax = fig.subplots()
     for strategy, rows in summary.groupby("strategy", sort=False):
         rows = rows.sort_values("train_size")
@@ -64,7 +73,7 @@ def pareto_front(points: pd.DataFrame) -> pd.DataFrame:
 
 def accuracy_vs_compute(summary: pd.DataFrame) -> Figure:
     points = summary.assign(cost_seconds=summary["cost_to_train_seconds_mean"])
-    fig = Figure(figsize=(6, 4))
+    fig = ShownFigure(figsize=(6, 4))
     ax = fig.subplots()
     for strategy, rows in points.groupby("strategy", sort=False):
         ax.scatter(rows["cost_seconds"], 100 * rows["test_accuracy_mean"], label=strategy)
