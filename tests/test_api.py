@@ -169,6 +169,18 @@ def test_bad_arguments_raise_the_projects_errors_in_one_line_and_leave_no_run_fo
     assert not (tmp_path / "out").exists()
 
 
+def test_one_override_string_is_one_override_and_data_of_another_kind_is_named(tmp_path):
+    """overrides="..." is one override, not its characters parsed one by one; data that is neither a
+    DataFrame nor a path says so in one line rather than raising pathlib's TypeError."""
+    with pytest.raises(ConfigError, match=r"^strategy=lora: a comparison runs each of its strategies"):
+        tl.compare(topic_frame(), label="topic", overrides="strategy=lora", out_dir=tmp_path / "out", prefect=False)
+    with pytest.raises(ConfigError, match=r"^overrides: 3 is not a string"):
+        tl.adapt(topic_frame(), label="topic", overrides=["seed=1", 3], out_dir=tmp_path / "out", prefect=False)
+    with pytest.raises(DataError, match=r"^data: a list is not a DataFrame, a \.csv/\.parquet path"):
+        tl.compare(["a review", "another"], label="topic", out_dir=tmp_path / "out", prefect=False)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.usefixtures("prefect_api")
 def test_bad_data_under_the_prefect_flow_raises_the_same_one_line_error(tmp_path):
     with pytest.raises(DataError, match=r"^compare\.train_sizes\[0\]=500: only \d+ training rows are available$"):

@@ -70,6 +70,9 @@ def data_overrides(data: Any, text: str, label: str, cache_dir: Path) -> list[st
     if isinstance(data, pd.DataFrame):
         return ["data=csv", "data.name=dataframe", f"data.path={quoted(frame_file(data, text, label, cache_dir))}",
                 *columns]
+    if not isinstance(data, (str, Path)):
+        raise DataError(f"data: a {type(data).__name__} is not a DataFrame, a .csv/.parquet path, an image "
+                        "folder or the name of a data set")
     path = Path(data)
     if isinstance(data, str) and not path.exists() and (CONF_DIR / "data" / f"{data}.yaml").is_file():
         return [f"data={data}"]
@@ -81,6 +84,16 @@ def data_overrides(data: Any, text: str, label: str, cache_dir: Path) -> list[st
         return ["data=csv", f"data.path={quoted(path.resolve())}", *columns]
     known = sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml"))
     raise DataError(f"{data}: not a DataFrame, a .csv/.parquet file, an image folder or a data set of {known}")
+
+
+def override_list(overrides: Sequence[str] | str) -> list[str]:
+    """`overrides` as a list of override strings: one string is one override (a str is itself a
+    sequence, and its characters were parsed as overrides 'b', 'a', ...)."""
+    overrides = [overrides] if isinstance(overrides, str) else list(overrides)
+    wrong = [o for o in overrides if not isinstance(o, str)]
+    if wrong:
+        raise ConfigError(f"overrides: {wrong[0]!r} is not a string such as 'strategy.max_epochs=3'")
+    return overrides
 
 
 def split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -370,7 +383,7 @@ class Comparison:
 
 def compare(data: Any = None, *, text: str = "text", label: str = "label",
             strategies: Sequence[str] | None = None, train_sizes: Sequence[int | float | str] | None = None,
-            seeds: Sequence[int] | None = None, budget: str | float | None = None, overrides: Sequence[str] = (),
+            seeds: Sequence[int] | None = None, budget: str | float | None = None, overrides: Sequence[str] | str = (),
             out_dir: str | Path | None = None, prefect: bool = True) -> Comparison:
     """Compare transfer learning and fine-tuning strategies on your data; the report's verdict.
 
@@ -393,7 +406,7 @@ def compare(data: Any = None, *, text: str = "text", label: str = "label",
 
     Raises ConfigError / DataError with a one-line message on bad arguments or data.
     """
-    common, per_cell = split_overrides(overrides)
+    common, per_cell = split_overrides(override_list(overrides))
     grid = [*(["compare.strategies=" + listed(as_list(strategies, "strategies"))] if strategies is not None else []),
             *(["compare.train_sizes=" + listed(as_list(train_sizes, "train_sizes"))] if train_sizes is not None else []),
             *(["compare.seeds=" + listed(as_list(seeds, "seeds"))] if seeds is not None else []),
@@ -417,7 +430,7 @@ def compare(data: Any = None, *, text: str = "text", label: str = "label",
 
 
 def adapt(data: Any = None, *, text: str = "text", label: str = "label", strategy: str | None = None,
-          train_size: int | float | str | None = None, seed: int | None = None, overrides: Sequence[str] = (),
+          train_size: int | float | str | None = None, seed: int | None = None, overrides: Sequence[str] | str = (),
           out_dir: str | Path | None = None, prefect: bool = True) -> Run:
     """Adapt one strategy to your data: prepare, extract (if it trains on features), train, evaluate.
 
@@ -433,7 +446,7 @@ def adapt(data: Any = None, *, text: str = "text", label: str = "label", strateg
     chosen = [*([f"strategy={strategy}"] if strategy is not None else []),
               *([f"data.train_size={'null' if train_size == 'all' else train_size}"] if train_size is not None else []),
               *([f"seed={seed}"] if seed is not None else [])]
-    cfg, everything = composed(data, text, label, [*chosen, *overrides])
+    cfg, everything = composed(data, text, label, [*chosen, *override_list(overrides)])
     out = (Path(out_dir) if out_dir is not None else default_out_dir("adapt", cfg)).resolve()
 
     def run() -> dict:
