@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 from html.parser import HTMLParser
 from pathlib import Path
@@ -186,6 +188,43 @@ def test_bad_data_under_the_prefect_flow_raises_the_same_one_line_error(tmp_path
     with pytest.raises(DataError, match=r"^compare\.train_sizes\[0\]=500: only \d+ training rows are available$"):
         tl.compare(topic_frame(), label="topic", train_sizes=[500], overrides=small(tmp_path), out_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+INTERRUPTED = """import sys
+sys.path.insert(0, {tests!r})
+from conftest import QUICK_BUDGET, topic_frame
+from tiny_encoder import overrides
+import transferlab as tl
+try:
+    tl.adapt(topic_frame(), label="topic", strategy="finetune_full", out_dir={run!r}, overrides=[*overrides(),
+             *QUICK_BUDGET, "strategy.max_epochs=100000", "strategy.patience=100000",
+             "trainer.enable_progress_bar=false", "paths.cache_dir={cache}"])
+except KeyboardInterrupt:
+    sys.exit(130)"""
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api")
+def test_a_kernel_interrupt_stops_the_fit_in_prefects_task_thread(tmp_path):
+    """Jupyter's interrupt is SIGINT, which reaches only the main thread, where the flow waits: the
+    fit in the task thread trained on to its end (here: never). Now it stops at its next batch and
+    the call raises KeyboardInterrupt. (max_epochs is far more than the 120 s allowed.)"""
+    run = tmp_path / "run"
+    code = INTERRUPTED.format(tests=str(ROOT / "tests"), run=str(run), cache=tmp_path / "cache")
+    proc = subprocess.Popen([PYTHON, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (run / "logs").is_dir():  # the fit has begun
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+            time.sleep(0.2)
+        time.sleep(2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert not (run / "model.safetensors").exists() and (run / "clock.json").is_file()  # its time counts on resume
 
 
 def test_a_plain_install_finds_conf_as_package_data(tmp_path):

@@ -17,6 +17,9 @@ import hashlib
 import html
 import json
 import re
+import signal
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,6 +27,7 @@ from typing import Any, Sequence
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from transferlab import interrupt
 from transferlab.atomic import atomic_path
 from transferlab.config import CONF_DIR, checked, compose, parsed
 from transferlab.errors import ConfigError, DataError, TransferlabError
@@ -154,13 +158,33 @@ def prefect_flows():
     return flows
 
 
+@contextmanager
+def interruptible():
+    """Ctrl-C (a kernel interrupt in Jupyter) stops a fit in Prefect's task thread at its next batch,
+    as in the flow scripts (transferlab.interrupt): SIGINT reaches only the main thread, and the fit
+    trained on to its end. The earlier handler is back afterwards; a request left from an earlier
+    interrupt is cleared first, or it would stop this call's fits at their first batch."""
+    if threading.current_thread() is not threading.main_thread():  # only it may set a handler
+        yield
+        return
+    interrupt.REQUESTED.clear()
+    previous = signal.getsignal(signal.SIGINT)
+    interrupt.install()
+    try:
+        yield
+    finally:
+        if previous is not None:  # None: a handler not set from Python, which cannot be put back
+            signal.signal(signal.SIGINT, previous)
+
+
 def launched(call, out_dir: Path):
-    """`call()`; bad input raised as the project's error alone (no frames of Prefect's engine) and
-    the run folder left as it was before."""
+    """`call()`, interruptible; bad input raised as the project's error alone (no frames of Prefect's
+    engine) and the run folder left as it was before."""
     from transferlab.entry import discard_run_dir
 
     try:
-        return call()
+        with interruptible():
+            return call()
     except TransferlabError as exc:
         discard_run_dir(out_dir)
         raise type(exc)(str(exc)) from None
