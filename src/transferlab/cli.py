@@ -30,14 +30,14 @@ def parser() -> argparse.ArgumentParser:
     sub = commands.add_parser("predict", help="label new inputs with a trained run")
     sub.add_argument("run_dir", type=Path, help="a run directory (holding model.json)")
     sub.add_argument("input", type=Path, help="a CSV/Parquet file, or a folder of images")
-    sub.add_argument("--column", help="input column (default: the backbone's, e.g. text)")
+    sub.add_argument("--column", help="input column (default: the one the run trained on, else text)")
     sub.add_argument("-o", "--output", type=Path, default=Path("predictions.csv"))
     sub = commands.add_parser("export", help="export a trained run for serving")
     sub.add_argument("run_dir", type=Path)
     sub.add_argument("out_dir", type=Path)
     sub.add_argument("--example", type=Path, required=True,
                      help="a CSV/Parquet file or image folder whose first inputs trace the model")
-    sub.add_argument("--column", help="input column (default: the backbone's)")
+    sub.add_argument("--column", help="input column (default: the one the run trained on, else text)")
     return p
 
 

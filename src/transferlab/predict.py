@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from transferlab.backbones import backbone_class
 from transferlab.config import checked
@@ -20,8 +20,8 @@ from transferlab.models import TrainedModel, load_trained
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
-def read_inputs(path: Path, column: str) -> tuple[list, list[str]]:
-    """(inputs, row names) from a CSV/Parquet column, or from a folder of images.
+def read_inputs(path: Path, columns: Sequence[str]) -> tuple[list, list[str]]:
+    """(inputs, row names) from the first of `columns` a CSV/Parquet file has, or from a folder of images.
 
     A file that holds nothing to label, or rows with no input, is refused in one line naming the
     file and the rows: the model would fail on them mid-batch, or label a blank as some class.
@@ -36,8 +36,10 @@ def read_inputs(path: Path, column: str) -> tuple[list, list[str]]:
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file")
     frame = read_table(path)
-    if column not in frame.columns:
-        raise DataError(f"{path}: no column '{column}'; columns are {list(frame.columns)}")
+    column = next((c for c in columns if c in frame.columns), None)
+    if column is None:
+        raise DataError(f"{path}: no column {' or '.join(map(repr, columns))}; columns are {list(frame.columns)} "
+                        "(name the input column: --column, or column= in Python)")
     if frame.empty:
         raise DataError(f"{path}: no rows to predict (the table has a header but no rows)")
     items = [as_input(x) for x in frame[column]]
@@ -96,10 +98,20 @@ def table(model: TrainedModel, items: list, names: list[str]) -> pd.DataFrame:
 def predict(run_dir: str | Path, input_path: str | Path, column: str | None = None) -> pd.DataFrame:
     """`transferlab predict`: a run folder's model over a file's column or a folder of images."""
     model = load_trained(run_dir)
-    items, names = read_inputs(Path(input_path), column or backbone_class(model.cfg.backbone).input_column)
+    items, names = read_inputs(Path(input_path), input_columns(model.cfg, column))
     return table(model, items, names)
+
+
+def input_columns(cfg: DictConfig, column: str | None) -> tuple[str, ...]:
+    """Where a file's inputs are: the column asked for; else the column the run trained on
+    (data.text_column), then the backbone's (`text`), so a file laid out like the training data
+    needs no --column."""
+    if column is not None:
+        return (column,)
+    default = backbone_class(cfg.backbone).input_column
+    return tuple(dict.fromkeys([str(cfg.data.text_column), default])) if default == "text" else (default,)
 
 
 def example_inputs(run_dir: str | Path, input_path: str | Path, column: str | None = None, count: int = 2) -> list:
     cfg = checked(OmegaConf.load(Path(run_dir) / "config.yaml"), str(Path(run_dir) / "config.yaml"))
-    return read_inputs(Path(input_path), column or backbone_class(cfg.backbone).input_column)[0][:count]
+    return read_inputs(Path(input_path), input_columns(cfg, column))[0][:count]
