@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 import pandas as pd
 import pytest
@@ -98,7 +99,10 @@ def test_export_merges_lora_and_traces_to_torchscript(tmp_path):
     cfg = topic_config(tmp_path, "strategy=lora", "strategy.max_epochs=1", "trainer.precision=32-true", *QUICK_BUDGET)
     run_cell(cfg, tmp_path / "run")
     pd.read_parquet(prepared_dir(cfg) / "test.parquet").to_csv(tmp_path / "x.csv", index=False)
-    assert main(["export", str(tmp_path / "run"), str(tmp_path / "export"), "--example", str(tmp_path / "x.csv")]) == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["export", str(tmp_path / "run"), str(tmp_path / "export"), "--example", str(tmp_path / "x.csv")]) == 0
+    assert not [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]  # export checks the trace
     umask = os.umask(0o022)
     os.umask(umask)
     written = [*(tmp_path / "export").iterdir(), tmp_path / "run" / "model.safetensors"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -35,6 +36,23 @@ def serving_model(run_dir: Path) -> tuple[ServingModel, dict]:
     return model, {"cfg": trained.cfg, "card": trained.card}
 
 
+@torch.no_grad()
+def traced(model: ServingModel, example: list) -> torch.jit.ScriptModule:
+    """TorchScript of `model`, traced on the example batch and checked against the model on each
+    example alone (another length, no padding). A trace records one path through data-dependent
+    branches (transformers' attention masks), which its TracerWarnings only suspect: this check
+    decides, so the warnings are not shown."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        script = torch.jit.trace(model, tuple(model.backbone.preprocess(example).values()), check_trace=False,
+                                 strict=False)
+    for item in example:
+        inputs = tuple(model.backbone.preprocess([item]).values())
+        if not torch.allclose(script(*inputs), model(*inputs), rtol=1e-3, atol=1e-4):
+            raise ValueError("the trace gives other logits than the model on an input of another length")
+    return script
+
+
 def export(run_dir: str | Path, out_dir: str | Path, example: list) -> dict:
     """Writes model.safetensors, config.json, config.yaml and (when tracing works) model.torchscript.pt."""
     run_dir = Path(run_dir)
@@ -49,9 +67,7 @@ def export(run_dir: str | Path, out_dir: str | Path, example: list) -> dict:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
         shutil.copy(run_dir / "config.yaml", tmp / "config.yaml")
         try:
-            with torch.no_grad():
-                traced = torch.jit.trace(model, tuple(inputs.values()), check_trace=False, strict=False)
-            traced.save(str(tmp / "model.torchscript.pt"))
+            traced(model, example).save(str(tmp / "model.torchscript.pt"))
             info["torchscript"] = "model.torchscript.pt"
         except Exception as exc:  # tracing is best effort; the safetensors export stands alone
             info["torchscript"] = f"not exported: {str(exc).splitlines()[0]}"
