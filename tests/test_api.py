@@ -152,7 +152,7 @@ def small(tmp_path: Path) -> list[str]:
 @pytest.mark.parametrize("arguments, error, says", [
     ({"strategies": ["linear_probe", "nope"]}, ConfigError, ("strategy=nope", "unknown strategy", "lp_ft")),
     ({"label": "stars"}, DataError, ("label='stars'", "no such column", "topic")),
-    ({"data": topic_frame().query("topic == 'sport'")}, DataError, ("at least 2 classes", "sport")),
+    ({"data": topic_frame().query("topic == 'sport'")}, DataError, ("the DataFrame: ", "at least 2 classes", "sport")),
     ({"train_sizes": [500]}, DataError, ("compare.train_sizes[0]=500", "only")),
     ({"overrides": ["strategy=lora"]}, ConfigError, ("strategy=lora", "strategies=[...]")),
     ({"seeds": [0, -1]}, ConfigError, ("compare.seeds[1]=-1", "[0, 4294967295]")),
@@ -166,6 +166,7 @@ def test_bad_arguments_raise_the_projects_errors_in_one_line_and_leave_no_run_fo
         tl.compare(**arguments, out_dir=tmp_path / "out", prefect=False)
     message = str(raised.value)
     assert "\n" not in message and all(part in message for part in says), message
+    assert ".parquet" not in message  # the DataFrame, not the cache's copy of it
     assert raised.value.__cause__ is None  # no chain of Prefect's or Hydra's frames under it
     assert raised.value.__context__ is None or raised.value.__suppress_context__
     assert not (tmp_path / "out").exists()

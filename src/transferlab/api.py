@@ -177,9 +177,9 @@ def interruptible():
             signal.signal(signal.SIGINT, previous)
 
 
-def launched(call, out_dir: Path):
+def launched(call, out_dir: Path, cfg: DictConfig):
     """`call()`, interruptible; bad input raised as the project's error alone (no frames of Prefect's
-    engine) and the run folder left as it was before."""
+    engine), in the caller's terms, and the run folder left as it was before."""
     from transferlab.entry import discard_run_dir
 
     try:
@@ -187,7 +187,12 @@ def launched(call, out_dir: Path):
             return call()
     except TransferlabError as exc:
         discard_run_dir(out_dir)
-        raise type(exc)(str(exc)) from None
+        raise type(exc)(in_callers_terms(str(exc), cfg)) from None
+
+
+def in_callers_terms(message: str, cfg: DictConfig) -> str:
+    """A DataFrame's errors name the DataFrame, not the content-addressed Parquet copy runs read."""
+    return message.replace(str(cfg.data.path), "the DataFrame") if cfg.data.name == "dataframe" else message
 
 
 # --- results ---------------------------------------------------------------------------------------
@@ -450,7 +455,7 @@ def compare(data: Any = None, *, text: str = "text", label: str = "label",
         return flows.compare.with_options(task_runner=flows.task_runner(cfg.compare))(
             OmegaConf.to_container(cfg, resolve=True), str(out))
 
-    return Comparison(out, launched(run, out))
+    return Comparison(out, launched(run, out, cfg))
 
 
 def adapt(data: Any = None, *, text: str = "text", label: str = "label", strategy: str | None = None,
@@ -481,7 +486,7 @@ def adapt(data: Any = None, *, text: str = "text", label: str = "label", strateg
             return pipeline.run_cell(cfg, out)
         return prefect_flows().adapt(OmegaConf.to_container(cfg, resolve=True), str(out))
 
-    return Run(out, launched(run, out))
+    return Run(out, launched(run, out, cfg))
 
 
 def load(path: str | Path) -> Comparison | Model:
