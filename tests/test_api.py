@@ -47,7 +47,8 @@ own = pd.read_csv(model.path / "predictions.csv")
 again = model.predict([own.text[0]])
 print(json.dumps({"recommendation": cmp.recommendation, "runs_shape": list(cmp.runs.shape),
                   "path": str(cmp.path.resolve()), "best": str(model.path), "own": own.iloc[0].to_dict(),
-                  "again": again.iloc[0].to_dict(), "adapt_accuracy": run.metrics["test_accuracy"]}, default=str))"""
+                  "again": again.iloc[0].to_dict(), "adapt_accuracy": run.metrics["test_accuracy"],
+                  "run": repr(run)}, default=str))"""
 
 
 def outputs(cell) -> list[dict]:
@@ -86,6 +87,7 @@ def test_the_quickstart_runs_in_a_kernel_and_the_reloaded_best_model_predicts_as
     labels = [k for k in own if k.startswith("p_")]
     assert labels and all(abs(float(own[k]) - float(again[k])) < 1e-5 for k in labels)
     assert 0.0 <= produced["adapt_accuracy"] <= 1.0
+    assert produced["run"].startswith("Run(linear_probe, train_size=") and "{" not in produced["run"]  # not every metric
 
 
 class Tags(HTMLParser):

@@ -267,6 +267,11 @@ class Run:
         test = prepared_dir(OmegaConf.to_container(cfg.data, resolve=True), cfg.seed, cfg.paths.cache_dir) / "test.parquet"
         return pd.read_parquet(test)[backbone_class(cfg.backbone).input_column].head(count).tolist()
 
+    def __repr__(self) -> str:
+        m = self.metrics
+        return (f"Run({m.get('strategy')}, train_size={m.get('train_size')}, "
+                f"test_accuracy={m.get('test_accuracy')}, path='{self.path}')")
+
     def _repr_html_(self) -> str:
         keys = ("strategy", "train_size", "test_accuracy", "test_macro_f1", "trainable_params", "train_seconds")
         table = pd.DataFrame([{k: self.metrics.get(k) for k in keys}]).to_html(index=False)
