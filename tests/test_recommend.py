@@ -3,16 +3,19 @@ intervals that shrink with seeds, ties called ties, and words that never contrad
 
 from __future__ import annotations
 
+import json
 import re
 import zlib
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from transferlab.report.paired import PairedLead
 from transferlab.report.recommend import Verdict, crossover, recommendation, verdicts
+from transferlab.report.render import load_runs
 
 ITEMS = 400
 
@@ -154,3 +157,26 @@ def test_runs_from_before_the_cost_ledger_still_get_a_verdict():
     runs.loc[old, ["val_size", "cost_to_train_seconds"]] = np.nan
     (v,) = verdicts(runs)
     assert v.val_size == 50 and np.isfinite(v.compute_ratio) and v.compute_ratio > 1
+
+
+def test_classes_named_like_missing_values_are_scored_as_written(tmp_path):
+    """A class named "None" or "NA" (a DataFrame or Parquet keeps such names) is a label, not a
+    missing value: the paired lead is scored from predictions.csv as the run's accuracy is."""
+    actual = ["None", "NA", "null", "pos"] * 50
+    files = []
+    for strategy, kind, right in (("linear_probe", "head", 0), ("finetune_full", "finetune", 150)):
+        predicted = actual[:right] + ["pos" if a != "pos" else "None" for a in actual[right:]]
+        run_dir = tmp_path / strategy
+        run_dir.mkdir()
+        pd.DataFrame({"text": [f"t{i}" for i in range(len(actual))], "actual": actual,
+                      "predicted": predicted}).to_csv(run_dir / "predictions.csv", index=False)
+        accuracy = float(np.mean([a == p for a, p in zip(actual, predicted)]))
+        (run_dir / "metrics.json").write_text(json.dumps({
+            "strategy": strategy, "kind": kind, "train_size": 100, "seed": 0, "test_size": len(actual),
+            "val_size": 200, "test_accuracy": accuracy, "val_accuracy": 0.5, "train_accuracy": 1.0,
+            "train_seconds": 1.0}))
+        files.append(run_dir / "metrics.json")
+    runs = load_runs(files)
+    assert [np.mean(c) for c in runs["test_correct"]] == list(runs["test_accuracy"])
+    (v,) = verdicts(runs)
+    assert v.lead == pytest.approx(0.75) and v.winner == "finetune"

@@ -18,8 +18,11 @@ from transferlab.report.tables import seed_table
 
 
 def test_correctness(metrics_file: Path) -> list[bool]:
-    """Per test item, in the test split's order, whether the run got it right (its predictions.csv)."""
-    table = pd.read_csv(metrics_file.parent / "predictions.csv", usecols=["actual", "predicted"], dtype=str)
+    """Per test item, in the test split's order, whether the run got it right (its predictions.csv).
+    Label names are read verbatim: pandas would read a class named "None", "NA" or "null" as NaN,
+    and NaN != NaN would score every correct prediction of that class as wrong."""
+    table = pd.read_csv(metrics_file.parent / "predictions.csv", usecols=["actual", "predicted"], dtype=str,
+                        keep_default_na=False)
     return (table["actual"] == table["predicted"]).tolist()
 
 
