@@ -180,3 +180,18 @@ def test_classes_named_like_missing_values_are_scored_as_written(tmp_path):
     assert [np.mean(c) for c in runs["test_correct"]] == list(runs["test_accuracy"])
     (v,) = verdicts(runs)
     assert v.lead == pytest.approx(0.75) and v.winner == "finetune"
+
+
+def test_a_lead_of_exactly_the_tie_margin_reaches_it():
+    """Two seeds of 1000 items leading by 2 and 18 items: a lead of exactly 1 point, resolved, with a
+    1-point margin is a win (the mean of 0.002 and 0.018 is 0.009999999999999998 in floats)."""
+    rows = []
+    for seed, ahead in enumerate((2, 18)):
+        transfer = [False] * 1000
+        for strategy, kind, items in (("linear_probe", "head", transfer),
+                                      ("finetune_full", "finetune", [True] * ahead + transfer[ahead:])):
+            rows.append({"strategy": strategy, "kind": kind, "train_size": 200, "seed": seed, "val_size": 500,
+                         "test_accuracy": float(np.mean(items)), "val_accuracy": 0.5, "train_accuracy": 1.0,
+                         "train_seconds": 1.0, "test_correct": items})
+    (v,) = verdicts(pd.DataFrame(rows), tie_margin=0.01)
+    assert v.paired.low > 0 and f"{100 * v.lead:.1f}" == "1.0" and v.winner == "finetune"

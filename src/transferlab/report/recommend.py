@@ -10,6 +10,7 @@ verdicts alone, whatever their order.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,9 +64,9 @@ class Verdict:
 
     @property
     def winner(self) -> str:
-        if self.paired.low > 0 and self.lead >= self.tie_margin:
+        if self.paired.low > 0 and reaches(self.lead, self.tie_margin):
             return "finetune"
-        if self.paired.high < 0 and -self.lead >= self.tie_margin:
+        if self.paired.high < 0 and reaches(-self.lead, self.tie_margin):
             return "transfer"
         return "tie"
 
@@ -73,6 +74,13 @@ class Verdict:
     def provisional(self) -> bool:
         """One seed: training-seed variance was not measured."""
         return self.paired.seeds < 2
+
+
+def reaches(lead: float, margin: float) -> bool:
+    """lead >= margin, a lead equal to the margin included: the lead is a mean of per-seed fractions,
+    whose float sum can fall an ulp short of it (mean(2/1000, 18/1000) = 0.009999999999999998), which
+    would call a lead of exactly the margin a tie."""
+    return lead >= margin or math.isclose(lead, margin, rel_tol=1e-9, abs_tol=1e-12)
 
 
 def family(kind: str) -> str:
