@@ -412,6 +412,19 @@ def test_a_grid_size_the_data_cannot_hold_stops_it_before_any_cell_trains(tmp_pa
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("budget", [None, "1h"], ids=["whole-grid", "budgeted"])
+def test_two_grid_sizes_that_give_the_same_rows_stop_it_before_any_cell_trains(tmp_path, budget):
+    """42 and 'all' are the same 42 training rows: the same runs twice, which the report would pair
+    as one size's evidence (and score its lead as 0); the grid stops before any cell trains."""
+    cfg = topic_config(tmp_path, "compare.strategies=[linear_probe]", "compare.train_sizes=[12,42,all]",
+                       "compare.seeds=[0]", f"compare.budget={budget or 'null'}")
+    with pytest.raises(ConfigError) as raised:
+        run_grid(cfg, tmp_path / "out")
+    assert str(raised.value) == ("compare.train_sizes[2]='all': 42 training rows, as compare.train_sizes[1]=42 "
+                                 "gives; list that size once")
+    assert not (tmp_path / "out").exists()
+
+
 # --- a feature cache damaged on disk: detected and rebuilt, never trusted -------------------------
 
 @pytest.fixture(scope="module")

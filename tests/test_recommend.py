@@ -195,3 +195,11 @@ def test_a_lead_of_exactly_the_tie_margin_reaches_it():
                          "train_seconds": 1.0, "test_correct": items})
     (v,) = verdicts(pd.DataFrame(rows), tie_margin=0.01)
     assert v.paired.low > 0 and f"{100 * v.lead:.1f}" == "1.0" and v.winner == "finetune"
+
+
+def test_two_runs_of_one_seed_at_one_size_are_refused_not_scored_as_a_zero_lead():
+    """Two train sizes that resolved to the same rows give each strategy two runs per seed there;
+    pairing them used to read each run's list as one item and report a lead of exactly 0 (a tie)."""
+    runs = grid({1000: {"linear_probe": 0.80, "finetune_full": 0.90}})
+    with pytest.raises(ValueError, match="several runs of seed 0 at 1000 training rows"):
+        verdicts(pd.concat([runs, runs], ignore_index=True))

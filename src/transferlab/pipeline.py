@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from transferlab import planner
 from transferlab.atomic import atomic_path
 from transferlab.config import CONF_DIR, at_key, checked, compose
-from transferlab.errors import EXPECTED, TransferlabError
+from transferlab.errors import EXPECTED, ConfigError, TransferlabError
 from transferlab.data.datamodules import labels_of
 from transferlab.features import FeatureCache, load_features
 from transferlab.stages import evaluate, extract, prepare, report, train
@@ -225,14 +225,22 @@ def run_grid(base: DictConfig, out_dir: str | Path, steps: Steps = Steps()) -> d
 def prepared_grid(base: DictConfig, steps: Steps) -> list[Cell]:
     """The grid's cells, every size's data prepared before any cell trains: a size the data cannot
     hold (more rows than it has, too few for its classes; known only once it is prepared) stops the
-    grid naming its compare.train_sizes entry, before the cells ahead of it train and leave run folders."""
+    grid naming its compare.train_sizes entry, before the cells ahead of it train and leave run folders;
+    so do two sizes that resolve to the same training rows (42 and 'all' of 42; 0.5 and 21)."""
     cells = grid(base)
     sizes = list(base.compare.train_sizes)
+    given: dict[tuple[int, int], int] = {}  # (seed, training rows) -> the compare.train_sizes index giving them
     for cell in {(c.train_size, c.seed): c for c in cells}.values():
+        at = sizes.index(cell.train_size)
         try:
-            cell_data_dir(cell, steps)
+            rows = len(labels_of(cell_data_dir(cell, steps), "train"))
         except TransferlabError as exc:
-            raise at_key(exc, f"compare.train_sizes[{sizes.index(cell.train_size)}]") from None
+            raise at_key(exc, f"compare.train_sizes[{at}]") from None
+        if (cell.seed, rows) in given:  # the same runs twice, which the report would count as two sizes' evidence
+            first = given[cell.seed, rows]
+            raise ConfigError(f"compare.train_sizes[{at}]={cell.train_size!r}: {rows} training rows, as "
+                              f"compare.train_sizes[{first}]={sizes[first]!r} gives; list that size once")
+        given[cell.seed, rows] = at
     return cells
 
 

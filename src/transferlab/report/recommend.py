@@ -94,7 +94,13 @@ def chosen_on_validation(rows: pd.DataFrame) -> str:
 
 
 def correctness(runs: pd.DataFrame, strategy: str, seeds: list[int]) -> list[np.ndarray]:
+    """Per seed, the strategy's per-item test correctness. Two runs of one seed at one size (two
+    train sizes that resolved to the same rows) are refused: `loc` would hand back both runs'
+    lists, read as one item each, and the lead would silently be 0."""
     rows = runs[runs["strategy"] == strategy].set_index("seed")
+    if rows.index.duplicated().any():
+        raise ValueError(f"{strategy} has several runs of seed {rows.index[rows.index.duplicated()][0]} at "
+                         f"{rows['train_size'].iloc[0]} training rows: one run per strategy, size and seed")
     return [np.asarray(rows.loc[s, "test_correct"], dtype=bool) for s in seeds]
 
 
