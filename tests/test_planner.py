@@ -153,6 +153,9 @@ def test_a_fit_past_its_limit_is_stopped_and_reported(tmp_path, budget, predicte
     card = json.loads((tmp_path / "out" / "runs" / "finetune_full-n12-s0" / "model.json").read_text())
     assert card["stopped_by_max_time"] and card["epochs"] < 2000
     assert limit <= card["train_seconds"] < limit + 5  # the stop came at the limit
+    # the advice says that the verdict there judges a shortened fit, not only the Budget table
+    assert ("Stopped by the budget before their training schedule ended: finetune_full at 12 labels (1 of 1 "
+            "seeds)") in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_a_group_gets_at_most_its_share_of_what_is_left():

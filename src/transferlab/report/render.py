@@ -173,6 +173,21 @@ def not_bought(plan: dict, runs: pd.DataFrame) -> str:
     return " ".join(parts)
 
 
+def cut_short(plan: dict) -> str:
+    """The fine-tuning cells the budget stopped (max_time) before their schedule ended: the verdict
+    at their size judges a shortened fit, which can understate fine-tuning, and says so beside the
+    advice rather than only in the Budget table. Empty when none was stopped."""
+    stopped = [c for c in plan["cells"] if c["kind"] != "head" and c["status"] == "stopped"]
+    if not stopped:
+        return ""
+    groups = list(dict.fromkeys((c["strategy"], c["train_size"]) for c in stopped))
+    seeds = {g: sum(1 for c in plan["cells"] if (c["strategy"], c["train_size"]) == g) for g in groups}
+    named = "; ".join(f"{s} at {n} labels ({sum(1 for c in stopped if (c['strategy'], c['train_size']) == (s, n))} "
+                      f"of {seeds[s, n]} seeds)" for s, n in groups)
+    return (f"Stopped by the budget before their training schedule ended: {named}. A verdict at those sizes "
+            "judges a shortened fine-tune and may understate fine-tuning.")
+
+
 def build_report(runs: pd.DataFrame, out_dir: Path, title: str, extraction_seconds: float = 0.0,
                  tie_margin: float = 0.005, plan: dict | None = None) -> dict:
     """Writes report.md, report.html, runs.csv, the two PNG plots, learning_curve.csv and
@@ -195,7 +210,7 @@ def build_report(runs: pd.DataFrame, out_dir: Path, title: str, extraction_secon
                 else "No measured size from which fine-tuning wins at every larger one: see the advice per size.")
     per_size = per_size_table(found)
     ledger = cost_ledger(summary)
-    unbought = not_bought(plan, runs) if plan else ""
+    unbought = " ".join(filter(None, (not_bought(plan, runs), cut_short(plan)))) if plan else ""
     md = "\n\n".join([
         f"# {title}", "## Recommendation", advice, crossing, *([unbought] if unbought else []),
         "## The comparison, measured", table.to_markdown(),
