@@ -14,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from transferlab.report.paired import PairedLead
-from transferlab.report.recommend import Verdict, crossover, recommendation, verdicts
+from transferlab.report.recommend import Verdict, crossover, recommendation, summarize, verdicts
 from transferlab.report.render import load_runs
+from transferlab.report.tables import seed_table
 
 ITEMS = 400
 
@@ -203,3 +204,13 @@ def test_two_runs_of_one_seed_at_one_size_are_refused_not_scored_as_a_zero_lead(
     runs = grid({1000: {"linear_probe": 0.80, "finetune_full": 0.90}})
     with pytest.raises(ValueError, match="several runs of seed 0 at 1000 training rows"):
         verdicts(pd.concat([runs, runs], ignore_index=True))
+
+
+def test_the_comparison_table_names_the_size_of_each_strategys_cost():
+    """Under a budget the head ran at 1000 labels and the fine-tune only at 50: their costs sit in
+    one row, each with its own size, and adaptability stays one row (not one per size with NaN)."""
+    runs = grid({50: {"linear_probe": 0.80, "finetune_full": 0.82}, 1000: {"linear_probe": 0.90}})
+    table = seed_table(summarize(runs), runs, 0.0)
+    cost = table.loc["computational cost at its largest size (cost to train s; peak MB)"]
+    assert cost["finetune_full"].startswith("50: 400.0 s") and cost["linear_probe"].startswith("1000: 5.0 s")
+    assert table.loc["adaptability at its largest size (test accuracy %; macro-F1 %)"].notna().all()
