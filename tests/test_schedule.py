@@ -97,6 +97,9 @@ def test_served_compare_refreshes_its_report_reruns_nothing_unchanged_and_everyt
 @pytest.mark.parametrize("key, value, message", [
     ("cron", "61 3 * * *", "schedule.cron='61 3 * * *': Invalid cron string"),
     ("timezone", "Mars/Base", "schedule.timezone='Mars/Base': Invalid timezone"),
+    ("cron", "0 0 3 * * *", "schedule.cron='0 0 3 * * *': 6 fields; a cron string has 5"),  # croniter: seconds
+    ("cron", "''", "schedule.cron='': 0 fields"),
+    ("timezone", "''", "schedule.timezone='': name an IANA time zone"),
 ])
 def test_a_bad_schedule_fails_in_one_line_naming_the_key(key, value, message):
     from transferlab.config import checked, compose
