@@ -18,9 +18,13 @@ FLOW = re.compile(r"python flows/(adapt|compare|serve)\.py(.*)")
 
 def readme_commands() -> list[str]:
     """The flow command lines of the README's bash blocks, continuation lines joined."""
+    return [m.group(0) for line in readme_lines() if (m := FLOW.search(line))]
+
+
+def readme_lines() -> list[str]:
+    """Every line of the README's bash blocks, continuation lines joined."""
     blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
-    lines = "\n".join(blocks).replace("\\\n", " ").splitlines()
-    return [m.group(0) for line in lines if (m := FLOW.search(line))]
+    return "\n".join(blocks).replace("\\\n", " ").splitlines()
 
 
 def runs_of(command: str) -> list[list[str]]:
@@ -47,3 +51,12 @@ def test_a_readme_command_passes_the_config_check(command: str) -> None:
             key = override.key_or_group
             if "." in key and not key.startswith("hydra.") and not isinstance(override.value(), list):
                 assert OmegaConf.select(cfg, key) == override.value(), key
+
+
+def test_the_readme_prefect_server_is_as_quiet_offline_as_the_flows() -> None:
+    """The flows turn Prefect's telemetry off (entry.QUIET_PREFECT_ENV); a server started by the
+    README's line without it logs 'ERROR ... Failed to send telemetry' every 10 minutes offline."""
+    from transferlab.entry import QUIET_PREFECT_ENV
+
+    [line] = [line for line in readme_lines() if "prefect server start" in line]
+    assert f"PREFECT_SERVER_ANALYTICS_ENABLED={QUIET_PREFECT_ENV['PREFECT_SERVER_ANALYTICS_ENABLED']}" in line
