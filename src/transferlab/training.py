@@ -23,8 +23,8 @@ from transferlab.model_card import write_model_card
 from transferlab.models import build_finetune_module, build_head_module
 from transferlab.resources import ResourceMeter, TrainClock
 from transferlab.strategy import Strategy, count_parameters, resolve
-from transferlab.trainer import (CLOCK_FILE, TrainedOn, build_trainer, checked_resume, fit_fingerprint, fit_summary,
-                                 keep_earlier_logs, quiet_lightning, restore_best, save_weights)
+from transferlab.trainer import (CLOCK_FILE, TrainedOn, build_logger, build_trainer, checked_resume, fit_fingerprint,
+                                 fit_summary, keep_earlier_logs, quiet_lightning, restore_best, save_weights)
 
 
 def fit(cfg: DictConfig, data_dir: Path, features_dir: Path | None, model_dir: Path) -> Path:
@@ -44,6 +44,10 @@ def fit_head(cfg: DictConfig, strategy: Strategy, data_dir: Path, features_dir: 
     datamodule = FeatureDataModule({s: load_features(features_dir, s) for s in splits}, targets,
                                    None if strategy.full_batch else strategy.budget.batch_size)
     rows = len(targets["train"])
+    # the logger's set-up is not training: MLflow's import and its new store's migrations took 4-6 s,
+    # 40x an MLP head's fit; built once here (quietly), the store is cached for the trainer's logger below
+    quiet_lightning()
+    build_logger(cfg.logger, model_dir)
     with ResourceMeter() as meter:
         if strategy.full_batch:
             module, fit, chosen = fit_each_c(cfg, strategy, datamodule, meta["feature_dim"], len(labels), rows, model_dir)
