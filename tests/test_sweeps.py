@@ -57,6 +57,7 @@ def test_optuna_search_runs_trials_as_flow_runs_and_reports_the_best(tmp_path, t
     numeric = {k for k, v in next(iter(trials.values())).items() if isinstance(v, (int, float))}
     assert numeric - {"seed", "train_size", "val_size", "test_size"} == set(METRICS)  # config.METRICS stays true
     assert "setup plugin" not in done.stdout  # optuna's alembic import stays quiet
+    assert "A new study created" not in done.stderr  # and optuna's own line: Hydra's "Study name" says it
     for m in trials.values():  # the runs table, printed into a pipe, shows its numbers whole (not "0.9…")
         assert re.search(rf"{m['test_accuracy']:.3f} +│ +{m['test_macro_f1']:.3f}", done.stdout)
     embedded = [json.loads(p.read_text())["items_embedded"] for p in (tmp_path / "cache" / "features").glob("*/meta.json")]

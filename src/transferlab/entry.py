@@ -43,6 +43,9 @@ def start(main: Callable[[], object], script: str) -> None:
 
     configure_prefect(Path(script).resolve().parents[1])
     logging.getLogger("alembic").setLevel(logging.WARNING)  # the Optuna sweeper's set-up lines
+    # and optuna's own "A new study created in memory" (in ANSI colour into a pipe), which Hydra's
+    # "Study name" line repeats; optuna sets only its root logger's level, so this one holds
+    logging.getLogger("optuna.storages._in_memory").setLevel(logging.WARNING)
     with exit_on_bad_input():
         check_overrides([a for a in sys.argv[1:] if not a.startswith("-") and "=" in a])
     interrupt.install()
