@@ -323,3 +323,14 @@ def test_image_data_with_a_text_backbone_is_stopped_before_any_work(overrides, m
     with pytest.raises(ConfigError) as err:
         checked(compose(overrides), "config")
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_sixteen_bit_grayscale_is_scaled_to_eight_bits_not_clipped(tmp_path, suffix):
+    gray = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    path = tmp_path / f"deep{suffix}"
+    Image.fromarray(gray.astype(np.uint16) * 257).save(path)
+    assert Image.open(path).mode.startswith("I;16")
+    backbone = efficientnet(pretrained=False, image_size=32)
+    deep, plain = (backbone.preprocess([item])["pixel_values"] for item in (path.read_bytes(), gray))
+    assert torch.equal(deep, plain)

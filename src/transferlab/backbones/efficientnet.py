@@ -95,7 +95,18 @@ def decode_image(item: Any):
     else:
         raise DataError(f"cannot read an image from a {type(item).__name__}")
     image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I;16"):
+        image = eight_bit(image)
     return image.convert("RGB")  # grayscale, palette, RGBA, CMYK -> 3 channels
+
+
+def eight_bit(image):
+    """A 16-bit grayscale image (PNG/TIFF/PGM) scaled 0..65535 -> 0..255. Pillow's convert("RGB")
+    clips it instead: every pixel above 255 of 65535 turns white, a near-binary silhouette."""
+    from PIL import Image
+
+    pixels = np.asarray(image, dtype=np.float64) / 257.0
+    return Image.fromarray(np.rint(pixels).clip(0, 255).astype(np.uint8))
 
 
 class EfficientNetLite(Backbone):
