@@ -334,3 +334,24 @@ def test_sixteen_bit_grayscale_is_scaled_to_eight_bits_not_clipped(tmp_path, suf
     backbone = efficientnet(pretrained=False, image_size=32)
     deep, plain = (backbone.preprocess([item])["pixel_values"] for item in (path.read_bytes(), gray))
     assert torch.equal(deep, plain)
+
+
+def test_predict_reads_a_folder_of_images_as_training_does(tmp_path):
+    """`transferlab predict DIR`: hidden files (macOS '._x.png' resource forks) and a folder named
+    like an image are skipped, as in a class folder; a corrupt image is one line naming it."""
+    from transferlab.predict import read_inputs
+
+    new = tmp_path / "new"
+    write_png(new / "a.png", 10)
+    write_png(new / "sub" / "b.png", 20)
+    (new / "._a.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (new / ".thumbs").mkdir()
+    (new / ".thumbs" / "a.png").write_bytes(b"not an image")
+    (new / "album.png").mkdir()
+    items, names = read_inputs(new, ("image",))
+    assert names == ["a.png", "sub/b.png"] and items[0] == (new / "a.png").read_bytes()
+    good = (new / "a.png").read_bytes()
+    (new / "z_truncated.png").write_bytes(good[: len(good) // 2])
+    with pytest.raises(DataError) as err:
+        read_inputs(new, ("image",))
+    assert str(new / "z_truncated.png") in str(err.value) and "\n" not in str(err.value)

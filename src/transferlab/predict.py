@@ -13,12 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from transferlab.backbones import backbone_class
 from transferlab.config import checked
-from transferlab.data.sources import read_table
+from transferlab.data.sources import image_files, read_image, read_table
 from transferlab.errors import DataError
 from transferlab.models import TrainedModel, load_trained
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-
 
 def read_inputs(path: Path, columns: Sequence[str]) -> tuple[list, list[str]]:
     """(inputs, row names) from the first of `columns` a CSV/Parquet file has, or from a folder of images.
@@ -27,10 +24,10 @@ def read_inputs(path: Path, columns: Sequence[str]) -> tuple[list, list[str]]:
     file and the rows: the model would fail on them mid-batch, or label a blank as some class.
     """
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = image_files(path)
         if not files:
             raise DataError(f"{path}: no images found")
-        return [f.read_bytes() for f in files], [str(f.relative_to(path)) for f in files]
+        return [read_image(f) for f in files], [str(f.relative_to(path)) for f in files]
     if not path.is_file():
         raise DataError(f"{path}: input file not found")
     if path.stat().st_size == 0:

@@ -167,28 +167,40 @@ def load_image_folder(cfg: DictConfig) -> pd.DataFrame:
     Every image is decoded once here, so a corrupt or truncated file stops `prepare` with its
     name instead of failing later, mid-extraction.
     """
-    from PIL import Image, UnidentifiedImageError
-
     if not cfg.path:
         raise DataError("data.path: required for an image_folder data source (one subfolder per class)")
     root = Path(cfg.path)
     if not root.is_dir():
         raise DataError(f"{root}: image folder not found (data.path)")
-    rows = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for f in sorted(p for p in folder.rglob("*")
-                        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")):
-            data = f.read_bytes()
-            try:
-                with Image.open(io.BytesIO(data)) as image:
-                    image.load()
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-                raise DataError(f"{f}: cannot be read as an image ({first_line(exc)})") from None
-            rows.append((data, folder.name, str(f.relative_to(root))))
+    rows = [(read_image(f), folder.name, str(f.relative_to(root)))
+            for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+            for f in image_files(folder)]
     if not rows:
         raise DataError(f"{root}: no images found (data.path needs one subfolder per class holding "
                         f"{', '.join(IMAGE_EXTENSIONS[:4])}, ... files)")
     return pd.DataFrame(rows, columns=["image", "label", "name"])
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files under `folder`, sorted: what a class folder holds and what `transferlab predict`
+    labels. Hidden files and folders are left out (macOS's `._name.png` resource forks, which share an
+    image's suffix but are no image), and so is a folder named like an image."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def read_image(path: Path) -> bytes:
+    """A file's bytes, decoded once first, so a corrupt or truncated file stops with its name here
+    rather than mid-extraction or mid-prediction."""
+    from PIL import Image, UnidentifiedImageError
+
+    data = path.read_bytes()
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: cannot be read as an image ({first_line(exc)})") from None
+    return data
 
 
 def png_bytes(image) -> bytes:
