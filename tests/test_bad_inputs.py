@@ -285,6 +285,8 @@ CASES = [
                  id="val-fraction-zero"),
     pytest.param(Case(overrides("data.test_fraction=1.5"), ConfigError, ("data.test_fraction=1.5", "(0, 1)")),
                  id="test-fraction-above-one"),
+    pytest.param(Case(overrides("backbone=efficientnet_lite0", "data=fashion_mnist", "backbone.pooling=cls"),
+                      ConfigError, ("backbone.pooling='cls'", "only 'mean'")), id="unsupported-pooling"),
     pytest.param(Case(overrides("extract.batch_size=0"), ConfigError, ("extract.batch_size=0", "> 0")),
                  id="extract-batch-size-zero"),
     pytest.param(Case(unknown_source, DataError, ("unknown", "bbc_news")), id="unknown-data-source-in-api"),

@@ -348,6 +348,8 @@ def validate(cfg: DictConfig) -> None:
          "must be >= 0 (the least lead in test accuracy that counts as a win)"),
         (cfg.backbone.image_size is None or cfg.backbone.image_size >= 32, "backbone.image_size",
          cfg.backbone.image_size, "must be >= 32 or null"),
+        (cfg.backbone.pooling == "mean", "backbone.pooling", cfg.backbone.pooling,
+         "only 'mean' is supported (every backbone pools by averaging)"),
         (cfg.backbone.max_length is None or cfg.backbone.max_length > 0, "backbone.max_length",
          cfg.backbone.max_length, "must be > 0 or null"),
         (cfg.optimized_metric in METRICS, "optimized_metric", cfg.optimized_metric,
