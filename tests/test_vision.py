@@ -355,3 +355,14 @@ def test_predict_reads_a_folder_of_images_as_training_does(tmp_path):
     with pytest.raises(DataError) as err:
         read_inputs(new, ("image",))
     assert str(new / "z_truncated.png") in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_image_too_large_to_decode_safely_is_a_one_line_error(tmp_path):
+    """Pillow refuses images over 2 x MAX_IMAGE_PIXELS (a decompression bomb) with its own error
+    type, which is no OSError: it escaped as a traceback from prepare and predict."""
+    path = tmp_path / "imgs" / "a" / "huge.png"
+    path.parent.mkdir(parents=True)
+    Image.new("1", (14000, 13000)).save(path)  # 182M pixels, 22 kB on disk
+    with pytest.raises(DataError) as err:
+        sources.read_image(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)

@@ -198,7 +198,7 @@ def read_image(path: Path) -> bytes:
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: cannot be read as an image ({first_line(exc)})") from None
     return data
 
