@@ -357,6 +357,18 @@ def test_predict_reads_a_folder_of_images_as_training_does(tmp_path):
     assert str(new / "z_truncated.png") in str(err.value) and "\n" not in str(err.value)
 
 
+def test_predict_takes_one_image_file(tmp_path):
+    """`transferlab predict RUN photo.png`: read as a table, a PNG was 'not UTF-8 text; save it as UTF-8'."""
+    from transferlab.predict import read_inputs
+
+    write_png(tmp_path / "Photo.PNG", 30)
+    items, names = read_inputs(tmp_path / "Photo.PNG", ("image",))
+    assert items == [(tmp_path / "Photo.PNG").read_bytes()] and names == ["Photo.PNG"]
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    with pytest.raises(DataError, match="broken.jpg: cannot be read as an image"):
+        read_inputs(tmp_path / "broken.jpg", ("image",))
+
+
 def test_an_image_too_large_to_decode_safely_is_a_one_line_error(tmp_path):
     """Pillow refuses images over 2 x MAX_IMAGE_PIXELS (a decompression bomb) with its own error
     type, which is no OSError: it escaped as a traceback from prepare and predict."""

@@ -2,7 +2,7 @@
 
     transferlab <stage> [--params params.yaml]     a pipeline stage, as dvc.yaml calls it
     transferlab compare --strategy S --train-size N --seed K   one cell of the comparison matrix
-    transferlab predict RUN_DIR INPUT [-o OUT]      label a CSV/Parquet column or a folder of images
+    transferlab predict RUN_DIR INPUT [-o OUT]      label a CSV/Parquet column, an image or a folder of images
     transferlab export RUN_DIR OUT_DIR --example X  serving weights (LoRA merged) + TorchScript
 """
 
@@ -29,14 +29,14 @@ def parser() -> argparse.ArgumentParser:
             sub.add_argument("--seed", type=int, required=True)
     sub = commands.add_parser("predict", help="label new inputs with a trained run")
     sub.add_argument("run_dir", type=Path, help="a run directory (holding model.json)")
-    sub.add_argument("input", type=Path, help="a CSV/Parquet file, or a folder of images")
+    sub.add_argument("input", type=Path, help="a CSV/Parquet file, an image, or a folder of images")
     sub.add_argument("--column", help="input column (default: the one the run trained on, else text)")
     sub.add_argument("-o", "--output", type=Path, default=Path("predictions.csv"))
     sub = commands.add_parser("export", help="export a trained run for serving")
     sub.add_argument("run_dir", type=Path)
     sub.add_argument("out_dir", type=Path)
     sub.add_argument("--example", type=Path, required=True,
-                     help="a CSV/Parquet file or image folder whose first inputs trace the model")
+                     help="a CSV/Parquet file, an image or an image folder whose first inputs trace the model")
     sub.add_argument("--column", help="input column (default: the one the run trained on, else text)")
     return p
 

@@ -13,12 +13,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from transferlab.backbones import backbone_class
 from transferlab.config import checked
-from transferlab.data.sources import image_files, read_image, read_table
+from transferlab.data.sources import IMAGE_EXTENSIONS, image_files, read_image, read_table
 from transferlab.errors import DataError
 from transferlab.models import TrainedModel, load_trained
 
 def read_inputs(path: Path, columns: Sequence[str]) -> tuple[list, list[str]]:
-    """(inputs, row names) from the first of `columns` a CSV/Parquet file has, or from a folder of images.
+    """(inputs, row names) from the first of `columns` a CSV/Parquet file has, or from an image file or
+    a folder of images.
 
     A file that holds nothing to label, or rows with no input, is refused in one line naming the
     file and the rows: the model would fail on them mid-batch, or label a blank as some class.
@@ -30,6 +31,8 @@ def read_inputs(path: Path, columns: Sequence[str]) -> tuple[list, list[str]]:
         return [read_image(f) for f in files], [str(f.relative_to(path)) for f in files]
     if not path.is_file():
         raise DataError(f"{path}: input file not found")
+    if path.suffix.lower() in IMAGE_EXTENSIONS:  # one image: read as a table it was 'not UTF-8 text'
+        return [read_image(path)], [path.name]
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file")
     frame = read_table(path)
