@@ -378,3 +378,16 @@ def test_an_image_too_large_to_decode_safely_is_a_one_line_error(tmp_path):
     with pytest.raises(DataError) as err:
         sources.read_image(path)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_empty_class_folder_is_a_one_line_error_not_a_dropped_class(tmp_path):
+    """A class folder whose copy failed would silently leave the model a class short; one image is
+    refused (at least 3 to stratify), so none is too."""
+    for name in ("cats", "dogs"):
+        for i in range(3):
+            write_png(tmp_path / "imgs" / name / f"{i}.png", i + (100 if name == "dogs" else 0))
+    (tmp_path / "imgs" / "birds").mkdir()
+    (tmp_path / "imgs" / "birds" / ".DS_Store").write_bytes(b"\x00")
+    with pytest.raises(DataError) as err:
+        sources.load(compose(["data=image_folder", f"data.path={tmp_path / 'imgs'}"]).data)
+    assert str(tmp_path / "imgs" / "birds") in str(err.value) and "no images" in str(err.value)

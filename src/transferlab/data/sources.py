@@ -172,12 +172,15 @@ def load_image_folder(cfg: DictConfig) -> pd.DataFrame:
     root = Path(cfg.path)
     if not root.is_dir():
         raise DataError(f"{root}: image folder not found (data.path)")
-    rows = [(read_image(f), folder.name, str(f.relative_to(root)))
-            for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-            for f in image_files(folder)]
-    if not rows:
+    folders = {p: image_files(p) for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")}
+    if not any(folders.values()):
         raise DataError(f"{root}: no images found (data.path needs one subfolder per class holding "
                         f"{', '.join(IMAGE_EXTENSIONS[:4])}, ... files)")
+    empty = [p for p, files in folders.items() if not files]
+    if empty:  # a class with no images is refused like one with too few, not dropped from the labels
+        raise DataError(f"{empty[0]}: class '{empty[0].name}' holds no images ({', '.join(IMAGE_EXTENSIONS[:4])}, "
+                        "...); add some, or move the folder out of data.path")
+    rows = [(read_image(f), folder.name, str(f.relative_to(root))) for folder, files in folders.items() for f in files]
     return pd.DataFrame(rows, columns=["image", "label", "name"])
 
 
