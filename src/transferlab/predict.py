@@ -17,6 +17,7 @@ from transferlab.data.sources import IMAGE_EXTENSIONS, image_files, read_image, 
 from transferlab.errors import DataError
 from transferlab.models import TrainedModel, load_trained
 
+
 def read_inputs(path: Path, columns: Sequence[str]) -> tuple[list, list[str]]:
     """(inputs, row names) from the first of `columns` a CSV/Parquet file has, or from an image file or
     a folder of images.
