@@ -53,7 +53,7 @@ def imbalanced(tmp_path: Path) -> Path:
     return write_csv(tmp_path, frame, "imbalanced.csv")
 
 
-def test_cleaning_drops_empty_texts_missing_labels_and_duplicates(tmp_path):
+def test_cleaning_drops_empty_texts_missing_labels_and_duplicates(tmp_path, caplog):
     good = topic_frame()
     bad = pd.DataFrame({"text": ["", "   \t ", None, "a text with no label", good.text[0]],
                         "topic": ["sport", "tech", "sport", None, "business"]})
@@ -67,6 +67,7 @@ def test_cleaning_drops_empty_texts_missing_labels_and_duplicates(tmp_path):
     # the duplicate (relabelled 'business') is dropped; the first occurrence keeps its label
     first = kept[kept.text == good.text[0]]
     assert labels[first.label.item()] == good.topic[0]
+    assert "1 input(s) appear under more than one label" in caplog.text  # said, not silently resolved
 
 
 def test_integer_labels_with_a_blank_stay_integers(tmp_path):

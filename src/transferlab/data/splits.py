@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from transferlab.errors import DataError, first_line
+
+log = logging.getLogger("transferlab")
 
 SPLITS = ("train", "val", "test")
 
@@ -45,10 +48,22 @@ def clean(df: pd.DataFrame) -> pd.DataFrame:
     if column == "text":
         df = df.assign(text=df["text"].astype(str), label=label.astype(str))
         df = df[df["text"].str.strip() != ""]
-        return df.drop_duplicates(subset="text").reset_index(drop=True)
+        return first_of_each(df, df["text"])
     keys = df[column].map(_content_key)
     df = df.assign(label=label.astype(str))[keys.notna().to_numpy()]
-    return df[~keys.dropna().duplicated().to_numpy()].reset_index(drop=True)
+    return first_of_each(df, keys.dropna())
+
+
+def first_of_each(df: pd.DataFrame, keys: pd.Series) -> pd.DataFrame:
+    """Each input once, in its first row (a duplicate could land in train and test at once). An
+    input listed under two labels keeps its first, and a warning counts them: the data disagrees
+    with itself, which no strategy can learn (the same image in two class folders, a text labelled twice)."""
+    keys = pd.Series(keys.to_numpy(), index=df.index)
+    labels_per_input = df["label"].groupby(keys, sort=False).nunique()
+    if (conflicting := int((labels_per_input > 1).sum())):
+        log.warning("%d input(s) appear under more than one label; each is kept once, under its first "
+                    "label (of %d rows)", conflicting, len(df))
+    return df[~keys.duplicated().to_numpy()].reset_index(drop=True)
 
 
 def where(cfg: DictConfig) -> str:
