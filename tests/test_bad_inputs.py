@@ -131,6 +131,19 @@ def unknown_source(tmp: Path):
     return (lambda: prepare.run(cfg, 0, tmp / "prepared")), "data.source='nope'"
 
 
+def weights_file(content: Callable[[Path], None]) -> Build:
+    """The image backbone built from backbone.model=<a .pth file> that `content` writes."""
+    def build(tmp: Path):
+        from transferlab.backbones import build_backbone
+
+        path = tmp / "in" / "weights.pth"
+        content(path)
+        cfg = checked(compose(["backbone=efficientnet_lite0", f"backbone.model={path}", "data=fashion_mnist"]), "test")
+        return (lambda: build_backbone(cfg.backbone)), "backbone.model="
+
+    return build
+
+
 def unwritable_output(tmp: Path):
     (tmp / "in" / "a_file").write_text("a file where a folder should be")
     topic_frame().to_csv(tmp / "in" / "data.csv", index=False)
@@ -296,6 +309,10 @@ CASES = [
     pytest.param(Case(images(lambda png: b"\x89PNG\r\n\x1a\n not really one"), DataError,
                       ("cannot be read as an image",)), id="corrupt-image"),
     pytest.param(Case(images(None, count=0), DataError, ("no images found",)), id="image-folder-without-images"),
+    pytest.param(Case(weights_file(lambda p: p.write_text("junk\n")), ConfigError,
+                      ("not a torch weights file", "torch.load")), id="image-weights-not-a-checkpoint"),
+    pytest.param(Case(weights_file(lambda p: torch.save({"w": torch.zeros(2)}, p)), ConfigError,
+                      ("not EfficientNet-Lite0 weights", "tensors missing", "1 not its own")), id="image-weights-of-another-network"),
     # prediction: the file given to `transferlab predict`
     pytest.param(Case(predicting(b""), DataError, ("empty file",), trained=True), id="predict-empty-file"),
     pytest.param(Case(predicting(b"text\n"), DataError, ("no rows",), trained=True), id="predict-header-only"),

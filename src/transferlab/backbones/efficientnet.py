@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from transferlab.backbones.base import Backbone
-from transferlab.errors import ConfigError, DataError
+from transferlab.errors import ConfigError, DataError, first_line
 
 VARIANT = "efficientnet-lite0"
 RANDOM_INIT_SEED = 0  # the randomly initialised baseline is the same network every time
@@ -109,6 +109,25 @@ def eight_bit(image):
     return Image.fromarray(np.rint(pixels).clip(0, 255).astype(np.uint8))
 
 
+def load_weights(model: nn.Module, weights: Path) -> None:
+    """A state dict file into the network; a file torch cannot read (truncated, not a checkpoint)
+    and one of another network are told apart, each in one line naming backbone.model."""
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(f"backbone.model={str(weights)!r}: not a torch weights file (torch.load: "
+                          f"{type(exc).__name__} {first_line(exc)[:200]})") from None
+    own = model.state_dict()
+    state = state if isinstance(state, dict) else {}
+    missing, foreign = [k for k in own if k not in state], [k for k in state if k not in own]
+    reshaped = [k for k in own if k in state and getattr(state[k], "shape", None) != own[k].shape]
+    if missing or foreign or reshaped:
+        raise ConfigError(f"backbone.model={str(weights)!r}: not EfficientNet-Lite0 weights ({len(missing)} of "
+                          f"its {len(own)} tensors missing, {len(foreign)} not its own, {len(reshaped)} of "
+                          "another shape)")
+    model.load_state_dict(state)
+
+
 class EfficientNetLite(Backbone):
     """Stem, MBConv stages and the 1×1 head conv of EfficientNet-Lite0; global average pooling.
 
@@ -132,12 +151,7 @@ class EfficientNetLite(Backbone):
             if weights is None:
                 initialise_like_tensorflow(model)
         if weights is not None:
-            try:
-                state = torch.load(weights, map_location="cpu", weights_only=True)
-                model.load_state_dict(state)
-            except Exception as exc:  # a truncated or foreign file
-                raise ConfigError(f"backbone.model={str(weights)!r}: not EfficientNet-Lite0 weights "
-                                  f"({str(exc).splitlines()[0][:200]})") from None
+            load_weights(model, weights)
         plain_pointwise_convs(model)
         model._fc = nn.Identity()  # the ImageNet classifier: replaced by the task's head
         model._dropout = nn.Identity()
