@@ -107,7 +107,7 @@ def test_a_bad_schedule_fails_in_one_line_naming_the_key(key, value, message):
     from transferlab.entry import configure_prefect
 
     configure_prefect(ROOT)
-    from transferlab.flows import cron_schedule
+    from transferlab.entry import cron_schedule
 
     cfg = checked(compose([f"schedule.{key}={value}"]), "test")
     with pytest.raises(ConfigError, match=message.replace("*", r"\*")) as err:

@@ -134,9 +134,9 @@ def serve(cfg: DictConfig) -> None:
     run_dir, overrides = hydra_run()
     with exit_on_bad_input(run_dir):
         cfg = comparison(cfg, overrides)
+        schedule = cron_schedule(cfg.schedule)  # before the flows (and torch) load: a bad cron stops in seconds
         from transferlab import flows
 
-        schedule = flows.cron_schedule(cfg.schedule)
         runner = flows.task_runner(cfg.compare)
     out_dir = str(Path(cfg.schedule.out_dir).resolve())
     print(f"serving compare/{cfg.schedule.name}: cron '{schedule.cron}' ({schedule.timezone}); "
@@ -144,3 +144,26 @@ def serve(cfg: DictConfig) -> None:
     flows.compare.with_options(task_runner=runner).serve(
         name=cfg.schedule.name, schedules=[schedule], print_starting_message=False,
         parameters={"cfg": OmegaConf.to_container(cfg, resolve=True), "out_dir": out_dir})
+
+
+def cron_schedule(schedule: DictConfig):
+    """schedule.cron/timezone as Prefect's CronSchedule; a bad string fails in one line naming the key.
+    Prefect's croniter reads a 6th field as seconds, so a Quartz-style "0 0 3 * * *" would start a
+    run every second of a minute: only the 5 documented fields (or an @daily-style macro) pass. An
+    empty time zone passes Prefect's check and is shown as nothing: it must be named."""
+    from prefect.client.schemas.schedules import CronSchedule
+    from pydantic import ValidationError
+
+    fields = len(str(schedule.cron).split())
+    if fields != 5 and not str(schedule.cron).startswith("@"):
+        raise ConfigError(f"schedule.cron={schedule.cron!r}: {fields} fields; a cron string has 5 "
+                          "(minute hour day-of-month month day-of-week)")
+    if not schedule.timezone:
+        raise ConfigError(f"schedule.timezone={schedule.timezone!r}: name an IANA time zone, e.g. UTC")
+    try:
+        return CronSchedule(cron=schedule.cron, timezone=schedule.timezone)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = "timezone" if "timezone" in error["loc"] else "cron"
+        raise ConfigError(f"schedule.{key}={schedule[key]!r}: "
+                          f"{error['msg'].removeprefix('Value error, ')}") from None

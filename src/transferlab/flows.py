@@ -183,26 +183,3 @@ def task_runner(compare_cfg: Any):
             "n_workers": compare_cfg.workers, "threads_per_worker": 1, "processes": True,
             "dashboard_address": None, "silence_logs": logging.ERROR, "env": {"OMP_NUM_THREADS": torch_threads}})
     raise ConfigError(f"compare.task_runner={compare_cfg.task_runner!r}: must be 'threads' or 'dask'")
-
-
-def cron_schedule(schedule: Any):
-    """schedule.cron/timezone as Prefect's CronSchedule; a bad string fails in one line naming the key.
-    Prefect's croniter reads a 6th field as seconds, so a Quartz-style "0 0 3 * * *" would start a
-    run every second of a minute: only the 5 documented fields (or an @daily-style macro) pass. An
-    empty time zone passes Prefect's check and is shown as nothing: it must be named."""
-    from prefect.client.schemas.schedules import CronSchedule
-    from pydantic import ValidationError
-
-    fields = len(str(schedule.cron).split())
-    if fields != 5 and not str(schedule.cron).startswith("@"):
-        raise ConfigError(f"schedule.cron={schedule.cron!r}: {fields} fields; a cron string has 5 "
-                          "(minute hour day-of-month month day-of-week)")
-    if not schedule.timezone:
-        raise ConfigError(f"schedule.timezone={schedule.timezone!r}: name an IANA time zone, e.g. UTC")
-    try:
-        return CronSchedule(cron=schedule.cron, timezone=schedule.timezone)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        key = "timezone" if "timezone" in error["loc"] else "cron"
-        raise ConfigError(f"schedule.{key}={schedule[key]!r}: "
-                          f"{error['msg'].removeprefix('Value error, ')}") from None
