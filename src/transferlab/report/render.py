@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -177,13 +178,12 @@ def cut_short(plan: dict) -> str:
     """The fine-tuning cells the budget stopped (max_time) before their schedule ended: the verdict
     at their size judges a shortened fit, which can understate fine-tuning, and says so beside the
     advice rather than only in the Budget table. Empty when none was stopped."""
-    stopped = [c for c in plan["cells"] if c["kind"] != "head" and c["status"] == "stopped"]
+    stopped = Counter((c["strategy"], c["train_size"]) for c in plan["cells"]
+                      if c["kind"] != "head" and c["status"] == "stopped")
     if not stopped:
         return ""
-    groups = list(dict.fromkeys((c["strategy"], c["train_size"]) for c in stopped))
-    seeds = {g: sum(1 for c in plan["cells"] if (c["strategy"], c["train_size"]) == g) for g in groups}
-    named = "; ".join(f"{s} at {n} labels ({sum(1 for c in stopped if (c['strategy'], c['train_size']) == (s, n))} "
-                      f"of {seeds[s, n]} seeds)" for s, n in groups)
+    planned = Counter((c["strategy"], c["train_size"]) for c in plan["cells"])
+    named = "; ".join(f"{s} at {n} labels ({k} of {planned[s, n]} seeds)" for (s, n), k in stopped.items())
     return (f"Stopped by the budget before their training schedule ended: {named}. A verdict at those sizes "
             "judges a shortened fine-tune and may understate fine-tuning.")
 
