@@ -5,6 +5,7 @@ steps run, and each evaluated cell advances a clock by what the injected cost mo
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import PYTHON, ROOT, quick_compare, topic_config, topic_frame
+from conftest import PYTHON, QUICK_BUDGET, ROOT, quick_compare, run_cell, topic_config, topic_frame
 from tiny_encoder import overrides as tiny_encoder
 
 from transferlab import planner
@@ -156,6 +157,24 @@ def test_a_fit_past_its_limit_is_stopped_and_reported(tmp_path, budget, predicte
     # the advice says that the verdict there judges a shortened fit, not only the Budget table
     assert ("Stopped by the budget before their training schedule ended: finetune_full at 12 labels (1 of 1 "
             "seeds)") in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_finished_fit_rerun_under_a_shorter_limit_is_not_reported_stopped(tmp_path):
+    """A budgeted compare rerun in its folder gives a fit a new max_time (the limit follows the time
+    left); the finished fit resumes from its last.ckpt, whose Timer holds the time it took, past the
+    new limit. Nothing is cut short, so neither model.json nor the report may call it stopped (QA:
+    a rerun reported two complete 104-step fits as 'stopped by the budget' that 'may understate
+    fine-tuning')."""
+    cfg = topic_config(tmp_path, "strategy=finetune_full", "strategy.max_epochs=3", *QUICK_BUDGET)
+    first = copy.deepcopy(cfg)
+    first.trainer.max_time = "00:00:10:00"  # a budgeted run's fit, which finishes well within its limit
+    run = tmp_path / "run"
+    expected = run_cell(first, run)
+    rerun = copy.deepcopy(cfg)
+    rerun.trainer.max_time = "00:00:00:00"  # a limit already behind the time the fit took
+    assert run_cell(rerun, run)["test_accuracy"] == expected["test_accuracy"]
+    card = json.loads((run / "model.json").read_text())
+    assert card["resumed_after_epoch"] == 2 and not card["stopped_by_max_time"]
 
 
 def test_a_group_gets_at_most_its_share_of_what_is_left():

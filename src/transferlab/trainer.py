@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -85,12 +86,26 @@ class FitSummary(L.Callback):
             write_json(self.path, {
                 "epochs": trainer.current_epoch, "global_step": trainer.global_step,
                 "world_size": trainer.world_size,
-                "stopped_by_max_time": any(isinstance(c, Timer) and (c.time_remaining() or 0) <= 0
-                                           and c.time_remaining() is not None for c in trainer.callbacks),
+                "stopped_by_max_time": cut_short_by_time(trainer),
                 "trainable": [n for n, p in pl_module.named_parameters() if p.requires_grad],
                 # the clock runs where the fit runs (ddp_spawn: rank 0's child process)
                 **({"train_seconds": clocks[0].seconds, "earlier_attempts_seconds": clocks[0].earlier}
                    if clocks else {})})
+
+
+def cut_short_by_time(trainer: L.Trainer) -> bool:
+    """Whether max_time ended the fit before its schedule (epochs, early stopping) did. A depleted
+    Timer alone is not that: a finished fit resumed from its last.ckpt under a shorter max_time (a
+    budgeted compare rerun in its folder: the limit follows the time left) gets back the time it
+    took, is past the new limit at once and stops with nothing left to train."""
+    if not any(isinstance(c, Timer) and c.time_remaining() is not None and c.time_remaining() <= 0
+               for c in trainer.callbacks):
+        return False
+    early = any(isinstance(c, EarlyStopping) and c.wait_count >= c.patience for c in trainer.callbacks)
+    batches = trainer.num_training_batches
+    steps = trainer.max_epochs * math.ceil(batches / trainer.accumulate_grad_batches) if math.isfinite(batches) \
+        else math.inf
+    return not (early or trainer.global_step >= steps or 0 < trainer.max_steps <= trainer.global_step)
 
 
 def fit_summary(module: L.LightningModule, run_dir: Path) -> dict:
