@@ -214,3 +214,15 @@ def test_the_comparison_table_names_the_size_of_each_strategys_cost():
     cost = table.loc["computational cost at its largest size (cost to train s; peak MB)"]
     assert cost["finetune_full"].startswith("50: 400.0 s") and cost["linear_probe"].startswith("1000: 5.0 s")
     assert table.loc["adaptability at its largest size (test accuracy %; macro-F1 %)"].notna().all()
+
+
+def test_the_lead_says_whose_it_is():
+    """QA: "linear_probe and finetune_full are tied (-3.4 points, ...)" did not say whether -3.4 was
+    fine-tuning behind or ahead; the evidence, the per-size table and its note now name the direction."""
+    from transferlab.report.render import VERDICT_RULE, per_size_table
+
+    behind = verdict(200, "transfer", 2.0)
+    assert "finetune_full beats" not in recommendation([behind])
+    assert "(fine-tune lead -5.0 points, 95% CI [-7.0, -3.0]" in recommendation([behind])
+    assert per_size_table([behind])["fine-tune lead (points), 95% CI"].tolist() == ["-5.0 [-7.0, -3.0]"]
+    assert "minus transfer's" in VERDICT_RULE

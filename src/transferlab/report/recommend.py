@@ -147,8 +147,9 @@ def _ratio(r: float) -> str:
 
 
 def evidence(v: Verdict) -> str:
-    """One size's verdict with its interval and p-value, in words."""
-    interval = (f"{100 * v.lead:+.1f} points, 95% CI [{100 * v.paired.low:+.1f}, {100 * v.paired.high:+.1f}], "
+    """One size's verdict with its interval and p-value, in words; the lead's sign says whose it is
+    (fine-tune minus transfer), which a bare "-3.4 points" beside "are tied" left to guess."""
+    interval = (f"fine-tune lead {100 * v.lead:+.1f} points, 95% CI [{100 * v.paired.low:+.1f}, {100 * v.paired.high:+.1f}], "
                 f"McNemar p={v.paired.p_value:.2g}")
     seeds = "1 seed, provisional" if v.provisional else f"{v.paired.seeds} seeds"
     if v.winner == "tie":

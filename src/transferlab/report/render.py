@@ -97,7 +97,7 @@ def per_size_table(found: list[Verdict]) -> pd.DataFrame:
         "candidates (chosen on val)": f"transfer: {', '.join(v.candidates['transfer'])}; "
                                       f"fine-tune: {', '.join(v.candidates['finetune'])}",
         "transfer": v.transfer, "fine-tune": v.finetune,
-        "lead (points), 95% CI": f"{100 * v.lead:+.1f} [{100 * v.paired.low:+.1f}, {100 * v.paired.high:+.1f}]",
+        "fine-tune lead (points), 95% CI": f"{100 * v.lead:+.1f} [{100 * v.paired.low:+.1f}, {100 * v.paired.high:+.1f}]",
         "McNemar p": f"{v.paired.p_value:.2g}", "seeds": v.paired.seeds, "verdict": v.winner,
         "compute ratio": round(v.compute_ratio, 1)} for v in found])
 
@@ -247,7 +247,8 @@ def build_report(runs: pd.DataFrame, out_dir: Path, title: str, extraction_secon
 
 
 VERDICT_RULE = ("Each family's candidate is the strategy with the best mean validation accuracy; the test set "
-                "only judges the two chosen, on the same test items. The lead's 95% interval is a paired "
+                "only judges the two chosen, on the same test items. The lead is the fine-tuning candidate's test "
+                "accuracy minus transfer's (negative: transfer learning ahead); its 95% interval is a paired "
                 "bootstrap (seeds, then items); a win needs it to exclude 0 and the lead to reach the tie "
                 "margin, else it is a tie. McNemar's exact p (discordant items summed over seeds) is shown beside it. "
                 "With 2-3 seeds the interval is optimistic about seed-to-seed variation.")
