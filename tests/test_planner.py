@@ -90,6 +90,8 @@ def test_the_plan_fits_the_budget_smallest_sizes_first_all_seeds_or_none(tmp_pat
     assert "## Budget" in report and all(c["cell"] in report for c in skipped)
     assert "Not bought by the budget: finetune_full at all (" in report and "; lora at all (" in report
     assert "finetune_full: no forecast (measured at 2 sizes; a learning curve needs 4)" in report
+    budget = report.split("## Budget")[1]
+    assert "nan" not in budget.lower()  # heads are not predicted, skipped cells not measured: '-'
 
 
 def test_a_size_not_bought_gets_the_fine_tuning_forecast_marked_as_such():

@@ -121,7 +121,7 @@ def budget_table(plan: dict) -> pd.DataFrame:
     """plan.json's cells: what ran, was stopped or skipped and why, predicted vs measured cost."""
     return pd.DataFrame([{"cell": c["cell"], "status": c["status"], "why": c["reason"],
                           "predicted (s)": c["predicted_seconds"], "measured (s)": c["measured_seconds"]}
-                         for c in plan["cells"]])
+                         for c in plan["cells"]]).fillna("-")  # heads are not predicted; skipped cells not measured
 
 
 def budget_note(plan: dict) -> str:
@@ -164,8 +164,9 @@ def not_bought(plan: dict, runs: pd.DataFrame) -> str:
         curve = fit_curve(own["train_size"].to_numpy(float), own["test_accuracy"].to_numpy(float))
         targets = [n for n in map(size, labels) if n is not None]
         if curve is None:
-            parts.append(f"{strategy}: no forecast (measured at {own['train_size'].nunique()} sizes; a learning "
-                         f"curve needs {MIN_SIZES}).")
+            sizes = own["train_size"].nunique()
+            parts.append(f"{strategy}: no forecast (measured at {sizes} size{'' if sizes == 1 else 's'}; a "
+                         f"learning curve needs {MIN_SIZES}).")
             continue
         low, high = curve.band(targets)
         parts.append(f"{strategy} forecast (not measured): " + ", ".join(
