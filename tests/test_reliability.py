@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -157,6 +158,35 @@ def test_ctrl_c_stops_a_flows_fine_tune_at_its_next_batch(tmp_path):
     assert "Crash detected" not in out + err and "NotReady" not in out + err, out[-3000:]
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] < 100000 - 1
     assert not (run / "model.safetensors").exists() and (run / "clock.json").is_file()  # its time counts on resume
+
+@pytest.mark.parametrize("to", ["the main process", "the process group"])
+def test_ctrl_c_stops_a_ddp_fine_tune_too(tmp_path, to):
+    """trainer=ddp fits in spawned workers, each with its own interrupt flag. A SIGINT to the main
+    process alone reached no worker: the fit trained on to its end. A terminal's Ctrl-C (the whole
+    group) raised KeyboardInterrupt in the workers, which then exited 0 with no result, and the
+    command waited for it forever. Both now end in one line, code 130, with last.ckpt to resume from."""
+    topic_frame().to_csv(tmp_path / "topics.csv", index=False)
+    run = tmp_path / "run"
+    proc = subprocess.Popen([PYTHON, "flows/adapt.py", "trainer=ddp", "data=csv", f"data.path={tmp_path / 'topics.csv'}",
+                             "data.label_column=topic", *tiny_encoder(), *FINETUNE[:1], "strategy.max_epochs=100000",
+                             *QUICK_BUDGET, "strategy.patience=100000", "trainer.enable_progress_bar=false",
+                             f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_for(run / "checkpoints" / "last.ckpt", proc)
+        if to == "the main process":
+            proc.send_signal(signal.SIGINT)
+        else:
+            os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("interrupted: "), err[-3000:]
+    assert "Traceback" not in out + err and "Crash detected" not in out + err, err[-3000:]
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] < 100000 - 1
+    assert not (run / "model.safetensors").exists()
+
 
 # --- determinism ----------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from transferlab.atomic import atomic_path, write_json
 from transferlab.checkpoints import FileCheckpointIO, check_fits, full_state, load_checkpoint
 from transferlab.errors import Interrupted
 from transferlab.heap import RetainedHeap
-from transferlab.interrupt import REQUESTED
+from transferlab.interrupt import REQUESTED, install_in_worker
 from transferlab.progress import progress_callbacks
 from transferlab.provenance import code_version
 from transferlab.resources import TrainClock
@@ -57,6 +57,12 @@ class StopOnInterrupt(L.Callback):
             raise Interrupted("interrupted: the fit stopped at its last checkpoint")
 
     on_train_batch_start = on_validation_batch_start = _check
+
+    def __getstate__(self) -> dict:
+        return {"worker": True}  # pickled only to reach ddp_spawn's workers
+
+    def __setstate__(self, state: dict) -> None:
+        install_in_worker()
 
 
 class QuietWorkers(L.Callback):

@@ -19,6 +19,7 @@ from transferlab.checkpoints import FileCheckpointIO
 from transferlab.data.datamodules import FeatureDataModule, InputDataModule, labels_of
 from transferlab.features import load_features
 from transferlab.heap import RetainedHeap
+from transferlab.interrupt import fit_interrupted
 from transferlab.model_card import write_model_card
 from transferlab.models import build_finetune_module, build_head_module
 from transferlab.resources import ResourceMeter, TrainClock
@@ -120,7 +121,7 @@ def fit_finetune(cfg: DictConfig, strategy: Strategy, data_dir: Path, features_d
     clock = TrainClock(model_dir / CLOCK_FILE)
     trainer = build_trainer(cfg, strategy, model_dir, resumable=True, train_rows=len(labels_of(data_dir, "train")),
                             extra_callbacks=[clock, TrainedOn(fingerprint), *strategy.callbacks()])
-    with ResourceMeter() as meter:
+    with ResourceMeter() as meter, fit_interrupted():  # trainer=ddp: the workers' failure after Ctrl-C
         trainer.fit(module, datamodule, ckpt_path=resume and resume[0], weights_only=True)
     fit = fit_summary(module, model_dir)
     restore_best(trainer, module)
