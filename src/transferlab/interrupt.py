@@ -17,7 +17,7 @@ import multiprocessing
 import os
 import signal
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Iterator
 
 from transferlab.errors import Interrupted
@@ -31,7 +31,8 @@ def install() -> None:
     def handler(signum, frame) -> None:
         REQUESTED.set()
         for child in multiprocessing.active_children():  # ddp_spawn's workers: Process objects here
-            os.kill(child.pid, signal.SIGINT)
+            with suppress(ProcessLookupError):  # it ended since active_children() looked
+                os.kill(child.pid, signal.SIGINT)
         signal.default_int_handler(signum, frame)
 
     signal.signal(signal.SIGINT, handler)
