@@ -159,6 +159,9 @@ def test_ctrl_c_stops_a_flows_fine_tune_at_its_next_batch(tmp_path):
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] < 100000 - 1
     assert not (run / "model.safetensors").exists() and (run / "clock.json").is_file()  # its time counts on resume
 
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api")  # a server of its own: a group's SIGINT would end an ephemeral one too
 @pytest.mark.parametrize("to", ["the main process", "the process group"])
 def test_ctrl_c_stops_a_ddp_fine_tune_too(tmp_path, to):
     """trainer=ddp fits in spawned workers, each with its own interrupt flag. A SIGINT to the main
