@@ -5,6 +5,7 @@ Concurrent runs on one cache: tests/test_flow.py."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import shutil
@@ -161,6 +162,32 @@ def test_ctrl_c_stops_a_flows_fine_tune_at_its_next_batch(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_terminals_ctrl_c_ends_in_one_line_with_prefects_ephemeral_server_too(tmp_path):
+    """A terminal's Ctrl-C reaches the whole process group: Prefect's ephemeral server ends too, and
+    the flow's crash handler then failed to reach it in a long traceback (and its event client
+    logged errors). With no PREFECT_API_URL, as a user without a server runs it."""
+    topic_frame().to_csv(tmp_path / "topics.csv", index=False)
+    run = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    proc = subprocess.Popen([PYTHON, "flows/adapt.py", "data=csv", f"data.path={tmp_path / 'topics.csv'}",
+                             "data.label_column=topic", *tiny_encoder(), *FINETUNE[:1], "strategy.max_epochs=100000",
+                             *QUICK_BUDGET, "strategy.patience=100000", "trainer.enable_progress_bar=false",
+                             f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        wait_for(run / "checkpoints" / "last.ckpt", proc)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the group may have ended whole
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("interrupted: "), err[-3000:]
+    assert "Traceback" not in out + err and "EventsWorker" not in out + err, (out + err)[-3000:]
+
+
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api")  # a server of its own: a group's SIGINT would end an ephemeral one too
 @pytest.mark.parametrize("to", ["the main process", "the process group"])
 def test_ctrl_c_stops_a_ddp_fine_tune_too(tmp_path, to):
@@ -183,7 +210,8 @@ def test_ctrl_c_stops_a_ddp_fine_tune_too(tmp_path, to):
             os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=120)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # the group may have ended whole
+            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, err[-3000:]
     assert err.strip().splitlines()[-1].startswith("interrupted: "), err[-3000:]
     assert "Traceback" not in out + err and "Crash detected" not in out + err, err[-3000:]

@@ -78,6 +78,19 @@ def exit_on_bad_input(run_dir: Path | None = None) -> Iterator[None]:
         sys.exit(2)
 
 
+@contextmanager
+def interrupted_as_such() -> Iterator[None]:
+    """After Ctrl-C, whatever fails on the way out is the interrupt, said by `start` in one line: a
+    terminal's Ctrl-C reaches the whole process group, Prefect's ephemeral server included, and the
+    flow's crash handler then failed to reach it in a long traceback."""
+    try:
+        yield
+    except Exception:
+        if interrupt.REQUESTED.is_set():
+            raise KeyboardInterrupt from None
+        raise
+
+
 def hydra_run() -> tuple[Path, list[str]]:
     """This Hydra job's output folder and its command-line overrides."""
     from hydra.core.hydra_config import HydraConfig
@@ -91,7 +104,7 @@ def adapt(cfg: DictConfig) -> float:
     from transferlab.config import checked
 
     run_dir, _ = hydra_run()
-    with exit_on_bad_input(run_dir):
+    with interrupted_as_such(), exit_on_bad_input(run_dir):
         cfg = checked(cfg, "config")
         from transferlab import flows
 
@@ -117,7 +130,7 @@ def comparison(cfg: DictConfig, overrides: list[str]) -> DictConfig:
 def compare(cfg: DictConfig) -> None:
     """flows/compare.py: the comparison as one flow run, then the report."""
     run_dir, overrides = hydra_run()
-    with exit_on_bad_input(run_dir):
+    with interrupted_as_such(), exit_on_bad_input(run_dir):
         cfg = comparison(cfg, overrides)
         from transferlab import flows
 

@@ -54,7 +54,8 @@ class BadInputFilter(logging.Filter):
 
 
 def quiet_logs() -> None:
-    for name in ("prefect.task_runs", "prefect.flow_runs", "prefect.engine"):
+    for name in ("prefect.task_runs", "prefect.flow_runs", "prefect.engine", "prefect.events.clients",
+                 "prefect._internal.concurrency"):  # the last two: its event client, when the server is gone
         logging.getLogger(name).addFilter(BadInputFilter())
     for name in ("httpx", "httpcore", "alembic"):  # alembic: optuna's set-up lines
         logging.getLogger(name).setLevel(logging.WARNING)
