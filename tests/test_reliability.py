@@ -133,29 +133,42 @@ def test_a_run_folder_reused_with_another_config_trains_from_scratch(finetuned, 
     assert not all(torch.equal(weights["reused"][k], old[k]) for k in old)
 
 
+def interrupted(tmp_path: Path, *overrides: str, group: bool, env: dict | None = None) -> tuple[str, str, Path]:
+    """A flow fine-tuning for ever (max_epochs far more than the 120 s allowed: only the interrupt
+    can end it in time), sent SIGINT once its first checkpoint is written: to its main process, or to
+    its whole process group as a terminal's Ctrl-C is. It must end in one line, code 130:
+    (stdout, stderr, run folder)."""
+    topic_frame().to_csv(tmp_path / "topics.csv", index=False)
+    run = tmp_path / "run"
+    proc = subprocess.Popen([PYTHON, "flows/adapt.py", *overrides, "data=csv", f"data.path={tmp_path / 'topics.csv'}",
+                             "data.label_column=topic", *tiny_encoder(), *FINETUNE[:1], "strategy.max_epochs=100000",
+                             *QUICK_BUDGET, "strategy.patience=100000", "trainer.enable_progress_bar=false",
+                             f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        wait_for(run / "checkpoints" / "last.ckpt", proc)
+        if group:
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the group may have ended whole
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("interrupted: "), err[-3000:]
+    return out, err, run
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api")
 def test_ctrl_c_stops_a_flows_fine_tune_at_its_next_batch(tmp_path):
     """SIGINT reaches only the main thread, where the flow waits, while the fit runs in a task
     thread: it used to train on to its end before the process could exit. Now the fit stops at its
-    next batch, its last checkpoint left to resume from, and the command ends in one line, code 130, without
-    Prefect's lines about the runs it ended.
-    (max_epochs is far more than the 120 s allowed: only the interrupt can end this run in time.)"""
-    topic_frame().to_csv(tmp_path / "topics.csv", index=False)
-    run = tmp_path / "run"
-    proc = subprocess.Popen([PYTHON, "flows/adapt.py", "data=csv", f"data.path={tmp_path / 'topics.csv'}",
-                             "data.label_column=topic", *tiny_encoder(), *FINETUNE[:1], "strategy.max_epochs=100000",
-                             *QUICK_BUDGET, "strategy.patience=100000", "trainer.enable_progress_bar=false",
-                             f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(run / "checkpoints" / "last.ckpt", proc)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130, err[-3000:]
-    assert err.strip().splitlines()[-1].startswith("interrupted: "), err[-3000:]
+    next batch, its last checkpoint left to resume from, and the command ends in one line, code 130,
+    without Prefect's lines about the runs it ended."""
+    out, err, run = interrupted(tmp_path, group=False)
     assert "Crash detected" not in out + err and "NotReady" not in out + err, out[-3000:]
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] < 100000 - 1
     assert not (run / "model.safetensors").exists() and (run / "clock.json").is_file()  # its time counts on resume
@@ -166,54 +179,20 @@ def test_a_terminals_ctrl_c_ends_in_one_line_with_prefects_ephemeral_server_too(
     """A terminal's Ctrl-C reaches the whole process group: Prefect's ephemeral server ends too, and
     the flow's crash handler then failed to reach it in a long traceback (and its event client
     logged errors). With no PREFECT_API_URL, as a user without a server runs it."""
-    topic_frame().to_csv(tmp_path / "topics.csv", index=False)
-    run = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    proc = subprocess.Popen([PYTHON, "flows/adapt.py", "data=csv", f"data.path={tmp_path / 'topics.csv'}",
-                             "data.label_column=topic", *tiny_encoder(), *FINETUNE[:1], "strategy.max_epochs=100000",
-                             *QUICK_BUDGET, "strategy.patience=100000", "trainer.enable_progress_bar=false",
-                             f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        wait_for(run / "checkpoints" / "last.ckpt", proc)
-        os.killpg(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        with contextlib.suppress(ProcessLookupError):  # the group may have ended whole
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130, err[-3000:]
-    assert err.strip().splitlines()[-1].startswith("interrupted: "), err[-3000:]
+    out, err, _ = interrupted(tmp_path, group=True, env=env)
     assert "Traceback" not in out + err and "EventsWorker" not in out + err, (out + err)[-3000:]
 
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api")  # a server of its own: a group's SIGINT would end an ephemeral one too
-@pytest.mark.parametrize("to", ["the main process", "the process group"])
-def test_ctrl_c_stops_a_ddp_fine_tune_too(tmp_path, to):
+@pytest.mark.parametrize("group", [False, True], ids=["the main process", "the process group"])
+def test_ctrl_c_stops_a_ddp_fine_tune_too(tmp_path, group):
     """trainer=ddp fits in spawned workers, each with its own interrupt flag. A SIGINT to the main
     process alone reached no worker: the fit trained on to its end. A terminal's Ctrl-C (the whole
     group) raised KeyboardInterrupt in the workers, which then exited 0 with no result, and the
     command waited for it forever. Both now end in one line, code 130, with last.ckpt to resume from."""
-    topic_frame().to_csv(tmp_path / "topics.csv", index=False)
-    run = tmp_path / "run"
-    proc = subprocess.Popen([PYTHON, "flows/adapt.py", "trainer=ddp", "data=csv", f"data.path={tmp_path / 'topics.csv'}",
-                             "data.label_column=topic", *tiny_encoder(), *FINETUNE[:1], "strategy.max_epochs=100000",
-                             *QUICK_BUDGET, "strategy.patience=100000", "trainer.enable_progress_bar=false",
-                             f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        wait_for(run / "checkpoints" / "last.ckpt", proc)
-        if to == "the main process":
-            proc.send_signal(signal.SIGINT)
-        else:
-            os.killpg(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        with contextlib.suppress(ProcessLookupError):  # the group may have ended whole
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130, err[-3000:]
-    assert err.strip().splitlines()[-1].startswith("interrupted: "), err[-3000:]
+    out, err, run = interrupted(tmp_path, "trainer=ddp", group=group)
     assert "Traceback" not in out + err and "Crash detected" not in out + err, err[-3000:]
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] < 100000 - 1
     assert not (run / "model.safetensors").exists()
