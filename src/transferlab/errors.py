@@ -16,6 +16,9 @@ class DataError(TransferlabError):
 class Interrupted(Exception):
     """A fit stopped because the user interrupted the process (transferlab.interrupt)."""
 
+    def __init__(self, message: str = "interrupted: the fit stopped at its last checkpoint") -> None:
+        super().__init__(message)
+
 
 # failures the entry point says in one line: neither retried nor recorded as crashes, their
 # Prefect log lines dropped

@@ -55,5 +55,5 @@ def fit_interrupted() -> Iterator[None]:
         yield
     except Exception as exc:
         if REQUESTED.is_set() and not isinstance(exc, Interrupted):
-            raise Interrupted("interrupted: the fit stopped at its last checkpoint") from None
+            raise Interrupted() from None
         raise

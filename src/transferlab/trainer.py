@@ -54,7 +54,7 @@ class StopOnInterrupt(L.Callback):
 
     def _check(self, *_args) -> None:
         if REQUESTED.is_set():
-            raise Interrupted("interrupted: the fit stopped at its last checkpoint")
+            raise Interrupted()
 
     on_train_batch_start = on_validation_batch_start = _check
 
