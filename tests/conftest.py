@@ -149,6 +149,33 @@ def prefect_api() -> str:
     os.environ.pop("PREFECT_API_URL", None)
 
 
+@pytest.fixture(scope="module")
+def flows():
+    from transferlab.entry import configure_prefect
+
+    configure_prefect(ROOT)
+    from transferlab import flows
+
+    return flows
+
+
+def task_runs(flow_run_id) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+
+
+def compare_run(flows, cfg, out: Path) -> tuple[dict, list]:
+    """flows.compare on the configured task runner, in this process: its result and its task runs."""
+    from omegaconf import OmegaConf
+
+    state = flows.compare.with_options(task_runner=flows.task_runner(cfg.compare))(
+        OmegaConf.to_container(cfg, resolve=True), str(out), return_state=True)
+    return state.result(), task_runs(state.state_details.flow_run_id)
+
+
 # Tests of logic train for the epochs they name: no fair-budget minimum of optimiser steps, and a
 # validation every epoch (conf/strategy/finetune_full.yaml's min_steps and val_every_n_steps).
 QUICK_BUDGET = ("strategy.min_steps=0", "strategy.val_every_n_steps=1")

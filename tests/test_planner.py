@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import PYTHON, QUICK_BUDGET, ROOT, quick_compare, run_cell, topic_config, topic_frame
+from conftest import PYTHON, QUICK_BUDGET, ROOT, compare_run, quick_compare, run_cell, topic_config, topic_frame
 from tiny_encoder import overrides as tiny_encoder
 
 from transferlab import planner
-from transferlab.errors import ConfigError
-from transferlab.pipeline import ProbedCosts, Steps, grid, run_budgeted_grid
+from transferlab.errors import ConfigError, TransferlabError
+from transferlab.pipeline import ProbedCosts, Steps, grid, reported, run_budgeted_grid
 from transferlab.report.render import not_bought
 
 COSTS = {"finetune_full": {12: 10.0, 24: 20.0, "all": 40.0}, "lora": {12: 5.0, 24: 10.0, "all": 20.0}}
@@ -179,6 +179,67 @@ def test_a_finished_fit_rerun_under_a_shorter_limit_is_not_reported_stopped(tmp_
     assert card["resumed_after_epoch"] == 2 and not card["stopped_by_max_time"]
 
 
+def test_a_budgeted_rerun_in_its_folder_plans_finished_cells_as_free(tmp_path):
+    """QA: a budgeted rerun in its folder re-probed the machine and planned the fine-tunes it had
+    finished at full cost, so under load it bought less than the first run had and its report
+    changed. A cell whose fit finished there costs nothing now (plain steps resume it at its end);
+    another fit in that folder (other settings) is no such cell."""
+    table = {"finetune_full": {12: 10.0, 24: 20.0}}
+    def cfg(budget: str, *overrides: str):
+        return topic_config(tmp_path, "compare.strategies=[finetune_full]", "compare.train_sizes=[12,24]",
+                            "compare.seeds=[0,1]", f"compare.budget={budget}",
+                            quick_compare("strategy.max_epochs=2", *overrides))
+
+    out, clock = tmp_path / "out", VirtualClock()
+    run_budgeted_grid(cfg("30s"), out, TimedSteps(clock, table), costs=Costs(table), clock=clock)
+    first = json.loads((out / "plan.json").read_text())
+    assert [c["status"] for c in first["cells"]] == ["ran", "skipped", "ran", "skipped"]  # n12, n24 x 2 seeds
+    cards = {c: (out / "runs" / c / "model.json").read_text() for c in ("finetune_full-n12-s0", "finetune_full-n12-s1")}
+    assert all(json.loads(card)["epochs"] == 2 for card in cards.values())
+    # 8 s: 3 s after the report's 5, less than the 20 s the two finished seeds are predicted to take
+    run_budgeted_grid(cfg("8s"), out, Steps(), costs=Costs(table))
+    plan = {c["cell"]: c for c in json.loads((out / "plan.json").read_text())["cells"]}
+    for name, card in cards.items():
+        assert (plan[name]["status"], plan[name]["predicted_seconds"]) == ("ran", 0.0)
+        assert plan[name]["reason"] == "finished by an earlier run in this folder: not trained again"
+        assert json.loads((out / "runs" / name / "model.json").read_text())["epochs"] == json.loads(card)["epochs"]
+    assert plan["finetune_full-n24-s0"]["status"] == "skipped"
+    assert "finetune_full-n12-s1" in (out / "report.md").read_text()
+    # another learning rate: the fits in the folder are not this comparison's, and nothing else is
+    with pytest.raises(ConfigError, match=r"^compare\.budget='8s': it bought none of the 4 cells \(.*plan\.json"):
+        run_budgeted_grid(cfg("8s", "strategy.lr=1e-3"), out, Steps(), costs=Costs(table))
+    plan = {c["cell"]: c for c in json.loads((out / "plan.json").read_text())["cells"]}
+    assert [plan[c]["status"] for c in cards] == ["skipped", "skipped"]
+
+
+def test_a_grid_where_no_cell_finished_says_so_in_one_line(tmp_path):
+    """Every cell failed after its retries: nothing to report, which was a pandas KeyError."""
+    with pytest.raises(TransferlabError, match=r"^\S+/runs: none of the 2 cells finished; each run folder's "
+                                               r"failures\.jsonl says why$"):
+        reported(topic_config(tmp_path), tmp_path / "out", [], ["a-n12-s0", "b-n12-s0"])
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_a_budgeted_flow_rerun_takes_finished_fine_tunes_from_the_cache(tmp_path, flows):
+    """The compare flow rerun in its folder on a budget that buys no fine-tuning: the fine-tune it
+    finished before is reported again, its train and evaluate tasks Cached (the rerun gives it the
+    max_time it ran under), no probe runs, and its model is the one trained before."""
+    cfg = topic_config(tmp_path, "compare.strategies=[linear_probe,finetune_full]", "compare.train_sizes=[12]",
+                       quick_compare("strategy.max_epochs=2"))
+    out = tmp_path / "out"
+    cfg.compare.budget = "1h"
+    compare_run(flows, cfg, out)
+    weights = (out / "runs" / "finetune_full-n12-s0" / "model.safetensors").read_bytes()
+    cfg.compare.budget = "1s"
+    result, runs = compare_run(flows, cfg, out)
+    cell = next(c for c in result["plan"]["cells"] if c["cell"] == "finetune_full-n12-s0")
+    assert (cell["status"], cell["predicted_seconds"]) == ("ran", 0.0)
+    states = {(r.name.rsplit("-", 1)[0], r.state.name) for r in runs}
+    assert {("train", "Cached"), ("evaluate", "Cached")} <= states and not any(n == "probe cost" for n, _ in states)
+    assert (out / "runs" / "finetune_full-n12-s0" / "model.safetensors").read_bytes() == weights
+    assert "finetune_full" in set(pd.read_csv(out / "runs.csv")["strategy"])
+
+
 def test_a_group_gets_at_most_its_share_of_what_is_left():
     assert planner.train_limit(10.0, 12.0, 3, 100.0) == (20, "2x its predicted training time")
     # (45 - 5) / 3 - 2 s of load and evaluation = 11.3: whole seconds, never past the share
@@ -195,7 +256,7 @@ def test_the_probed_rate_gives_way_to_what_the_fits_measured(tmp_path):
     costs = ProbedCosts(tunes, Steps())
     probed = planner.StepRate(seconds_per_sample_step=0.05, seconds_per_eval_item=0.002, load_seconds=1.0,
                               checkpoint_seconds=0.5)
-    costs.probed["finetune_full"] = costs.rates["finetune_full"] = probed
+    costs.probed["finetune_full"] = probed
     shape = costs.shape("finetune_full", 12)
     for seed in (0, 1):
         validating = shape.validations * (shape.val_rows * probed.seconds_per_eval_item + probed.checkpoint_seconds)
@@ -205,8 +266,8 @@ def test_the_probed_rate_gives_way_to_what_the_fits_measured(tmp_path):
             {"epochs": shape.epochs, "train_seconds": shape.epochs * shape.train_rows * 0.01 + validating}))
     before = costs.predict("finetune_full", 24)
     costs.learn("finetune_full", 12, [tmp_path / "run0", tmp_path / "run1"])
-    assert costs.rates["finetune_full"].seconds_per_sample_step == pytest.approx(0.01)
-    assert costs.predict("finetune_full", 24) == planner.predicted_seconds(costs.rates["finetune_full"],
+    assert costs.rate("finetune_full").seconds_per_sample_step == pytest.approx(0.01)
+    assert costs.predict("finetune_full", 24) == planner.predicted_seconds(costs.rate("finetune_full"),
                                                                           costs.shape("finetune_full", 24))
     assert costs.predict("finetune_full", 24)["train"] < before["train"]
     assert costs.record()["finetune_full"]["seconds_per_sample_step"] == 0.05  # the probe's, kept in plan.json

@@ -12,34 +12,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import ROOT, topic_config, QUICK_BUDGET, quick_compare, topic_frame
+from conftest import QUICK_BUDGET, compare_run, quick_compare, topic_config, topic_frame
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
-
-
-@pytest.fixture(scope="module")
-def flows():
-    from transferlab.entry import configure_prefect
-
-    configure_prefect(ROOT)
-    from transferlab import flows
-
-    return flows
-
-
-def task_runs(flow_run_id) -> list:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    with get_client(sync_client=True) as client:
-        return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-
-
-def compare_run(flows, cfg, out: Path) -> tuple[dict, list]:
-    """flows.compare on the configured task runner, in this process: its result and its task runs."""
-    state = flows.compare.with_options(task_runner=flows.task_runner(cfg.compare))(
-        OmegaConf.to_container(cfg, resolve=True), str(out), return_state=True)
-    return state.result(), task_runs(state.state_details.flow_run_id)
 
 
 def test_a_crashed_run_is_retried_bad_input_is_not_and_neither_stops_the_others(tmp_path, flows):

@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from prefect import Task, flow, task
 from prefect.cache_policies import INPUTS, NO_CACHE, CacheKeyFnPolicy
+from prefect.utilities.hashing import hash_objects
 
 from transferlab import interrupt, pipeline
 from transferlab.errors import EXPECTED, ConfigError
@@ -82,6 +83,16 @@ def run_dir_stamp(name: str) -> CacheKeyFnPolicy:
     return CacheKeyFnPolicy(cache_key_fn=stamp)
 
 
+def cell_settings() -> CacheKeyFnPolicy:
+    """A cache-key part: the cell's config without its `compare` section, which says how the cells
+    are chosen and judged (budget, tie margin), never how one trains. A budgeted rerun on another
+    budget, or a report with another tie margin, then finds the cells it finished before."""
+    def settings(_ctx, inputs: dict) -> str | None:
+        return hash_objects({key: value for key, value in inputs["cfg"].items() if key != "compare"})
+
+    return CacheKeyFnPolicy(cache_key_fn=settings)
+
+
 def retry_unless_bad_input(task_: Task, task_run, state) -> bool:
     """Retries are for crashes; bad input fails the same way every time. A retried failure is
     said at WARNING, with its reason (Prefect says it at INFO, which the quiet settings hide)."""
@@ -103,7 +114,7 @@ extract_task = task(pipeline.extract_step, name="extract", **RETRIED,  # a progr
                     cache_policy=(INPUTS - "progress") + stage_code("transferlab.stages.extract"))
 train_task = task(pipeline.train_step, name="train", retries=1, retry_delay_seconds=1,
                   retry_condition_fn=retry_unless_bad_input, on_failure=[note_bad_input],
-                  cache_policy=INPUTS + stage_code("transferlab.stages.train"))
+                  cache_policy=(INPUTS - "cfg") + cell_settings() + stage_code("transferlab.stages.train"))
 probe_task = task(pipeline.probe_step, name="probe cost", cache_policy=NO_CACHE)  # a timing of this machine, now
 evaluate_task = task(pipeline.evaluate_step, name="evaluate", on_failure=[note_bad_input],
                      cache_policy=INPUTS + stage_code("transferlab.stages.evaluate") + run_dir_stamp("model.json"))

@@ -14,9 +14,11 @@ from transferlab.strategy import Strategy
 
 def write_model_card(model_dir: Path, cfg: DictConfig, strategy: Strategy, labels: list[str], feature_dim: int,
                      meter: ResourceMeter, train_seconds: float, fit: dict, trained_groups: list[str],
-                     **params: int) -> Path:
+                     **params: int | float | str) -> Path:
     """`fit`: transferlab.trainer.fit_summary's record (epochs, world_size), true under ddp_spawn too;
-    `train_seconds`: every attempt's training time (a resumed run's earlier ones too)."""
+    `train_seconds`: every attempt's training time (a resumed run's earlier ones too); `params`: counts,
+    a fine-tune's backbone load seconds and `fit_fingerprint` (what a budgeted rerun checks to know
+    the fit already finished here: transferlab.pipeline.finished_earlier)."""
     write_json(model_dir / "model.json", {
         "strategy": strategy.name,
         "kind": strategy.kind,

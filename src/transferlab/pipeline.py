@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from transferlab import planner
 from transferlab.atomic import atomic_path
@@ -31,7 +32,7 @@ from transferlab.data.datamodules import labels_of
 from transferlab.features import FeatureCache, load_features
 from transferlab.stages import evaluate, extract, prepare, report, train
 from transferlab.strategy import resolve
-from transferlab.trainer import processes as trainer_processes
+from transferlab.trainer import fit_fingerprint, processes as trainer_processes
 from transferlab.training import probe_rate
 
 log = logging.getLogger("transferlab")
@@ -250,7 +251,15 @@ def cell_data_dir(cell: Cell, steps: Steps) -> str:
 
 
 def reported(base: DictConfig, out_dir: Path, done: list[Cell], failed: list[str], plan: dict | None = None) -> dict:
-    """The report over the cells that finished; the summary lists the failed ones' run folders."""
+    """The report over the cells that finished; the summary lists the failed ones' run folders.
+    With none finished there is nothing to report: one line says why (it was a pandas KeyError)."""
+    if not done:
+        skipped = len(plan["cells"]) - len(failed) if plan else 0
+        if skipped:
+            raise ConfigError(f"compare.budget={base.compare.budget!r}: it bought none of the {skipped} cells "
+                              f"({Path(out_dir) / planner.PLAN} says why each was skipped); give it more time")
+        raise TransferlabError(f"{runs_dir(out_dir)}: none of the {len(failed)} cells finished; each run "
+                               f"folder's {FAILURES} says why")
     summary = write_report(base, [runs_dir(out_dir) / c.name / "metrics.json" for c in done], out_dir, plan=plan)
     return {**summary, "failed_runs": [str(runs_dir(out_dir) / name) for name in failed],
             **({"plan": plan} if plan is not None else {})}
@@ -281,25 +290,35 @@ def run_cells(cells: list[Cell], out_dir: Path, steps: Steps, plan: planner.Plan
 class ProbedCosts:
     """The cost model of a budgeted grid: each fine-tuning strategy's rate probed once on this machine
     (training.probe_rate, on the seed-0 cell of the smallest size), times each cell's shape; once a
-    strategy's cells have run, the rate their fits measured (`learn`) replaces the probe's."""
+    strategy's cells have run, the rate their fits measured (`learn`) replaces the probe's. A strategy
+    is probed only when a cell of it is predicted: a rerun whose cells all finished earlier probes nothing."""
 
     def __init__(self, cells: list[Cell], steps: Steps) -> None:
         self.cells, self.steps = cells, steps
         self.probed: dict[str, planner.StepRate] = {}
-        self.rates: dict[str, planner.StepRate] = {}
+        self.fits: dict[str, tuple[Any, list[Path]]] = {}  # strategy -> (size, run folders) its latest fits
         self.shapes: dict[tuple, planner.Shape] = {}  # residual() re-predicts every finished cell
 
     def cell(self, strategy: str, size) -> Cell:
         return next(c for c in self.cells if c.strategy == strategy and c.train_size == size)
 
-    def rate(self, strategy: str) -> planner.StepRate:
-        if strategy not in self.rates:
+    def probe(self, strategy: str) -> planner.StepRate:
+        if strategy not in self.probed:
             order = planner.size_order(self.sizes())
             first = min((c for c in self.cells if c.strategy == strategy),
                         key=lambda c: (c.seed, order.index(c.train_size)))
-            self.probed[strategy] = self.rates[strategy] = planner.StepRate(**self.steps.probe(
+            self.probed[strategy] = planner.StepRate(**self.steps.probe(
                 OmegaConf.to_container(first.cfg, resolve=True), cell_data_dir(first, self.steps)))
-        return self.rates[strategy]
+        return self.probed[strategy]
+
+    def rate(self, strategy: str) -> planner.StepRate:
+        """The probe's rates, with the seconds per sample-step the latest fits took where there are any."""
+        probed = self.probe(strategy)
+        if strategy not in self.fits:
+            return probed
+        size, run_dirs = self.fits[strategy]
+        return dataclasses.replace(probed, seconds_per_sample_step=self.learned(probed, self.shape(strategy, size),
+                                                                                run_dirs))
 
     def sizes(self) -> list:
         return list(dict.fromkeys(c.train_size for c in self.cells))
@@ -321,23 +340,50 @@ class ProbedCosts:
         return planner.predicted_seconds(self.rate(strategy), self.shape(strategy, size))
 
     def learn(self, strategy: str, size, run_dirs: list[Path]) -> None:
+        if run_dirs:
+            self.fits[strategy] = (size, list(run_dirs))
+
+    @staticmethod
+    def learned(probed: planner.StepRate, shape: planner.Shape, run_dirs: list[Path]) -> float:
         """The seconds per sample-step these finished fits took (their fit.json), validations and
         their checkpoints taken out at the probed rates: a probe's few steps, each at a shape not seen
         before, ran ~1.3x slower than a whole fit (tweets, MiniLM, 2 cores), which made larger sizes
         look dearer than they are."""
-        shape, rate = self.shape(strategy, size), self.rate(strategy)
         per_step = []
         for run_dir in run_dirs:
             fit = json.loads((Path(run_dir) / "fit.json").read_text())
             epochs = max(1, fit["epochs"])
-            validating = epochs * shape.validations / shape.epochs * planner.validation_seconds(rate, shape)
+            validating = epochs * shape.validations / shape.epochs * planner.validation_seconds(probed, shape)
             per_step.append(max(0.0, fit["train_seconds"] - validating) / (epochs * shape.train_rows))
-        if per_step:
-            self.rates[strategy] = dataclasses.replace(rate, seconds_per_sample_step=float(np.mean(per_step)))
+        return float(np.mean(per_step))
 
     def record(self) -> dict:
-        return {s: {**dataclasses.asdict(r), "learned_seconds_per_sample_step": self.rates[s].seconds_per_sample_step}
+        return {s: {**dataclasses.asdict(r), "learned_seconds_per_sample_step": self.rate(s).seconds_per_sample_step}
                 for s, r in self.probed.items()}
+
+
+def finished_earlier(cell: Cell, out_dir: Path, steps: Steps) -> DictConfig | None:
+    """The fine-tuning cell's config as an earlier run in this folder finished it, or None. A budgeted
+    rerun in its folder plans such a cell as free: otherwise it re-probed the machine and planned
+    finished cells at full cost, so under load it bought less than the first run had and the report
+    changed from run to run. Finished: its fit's fingerprint (config, splits, code) is this cell's,
+    it was not stopped by max_time, and its metrics are there. The config keeps that run's
+    trainer.max_time, so the flows' train and evaluate tasks find their cached results (elsewhere
+    the fit resumes from its last.ckpt, already at its end)."""
+    run_dir = runs_dir(out_dir) / cell.name
+    if not (run_intact(run_dir, "train") and run_intact(run_dir, "evaluate") and (run_dir / "config.yaml").is_file()):
+        return None
+    try:
+        card = json.loads((run_dir / "model.json").read_text())
+        earlier = OmegaConf.load(run_dir / "config.yaml").trainer.max_time
+    except (OSError, ValueError, OmegaConfBaseException):
+        return None
+    if card.get("stopped_by_max_time", True) or \
+            card.get("fit_fingerprint") != fit_fingerprint(cell.cfg, Path(cell_data_dir(cell, steps))):
+        return None
+    cfg = copy.deepcopy(cell.cfg)
+    cfg.trainer.max_time = earlier
+    return cfg
 
 
 def run_budgeted_grid(base: DictConfig, out_dir: str | Path, steps: Steps = Steps(),
@@ -360,23 +406,7 @@ def run_budgeted_grid(base: DictConfig, out_dir: str | Path, steps: Steps = Step
         ran, val_rows = {}, 0
         for strategy in alive:
             group = [c for c in tunes if c.strategy == strategy and c.train_size == size]
-            predicted = costs.predict(strategy, size)
-            each = sum(predicted.values()) + residual(costs, measured)
-            for c in group:
-                plan.entry(c.name).predicted_seconds = round(each, 3)
-            if not planner.fits(plan, [each] * len(group)):
-                for c in group:
-                    plan.entry(c.name).status = "skipped"
-                    plan.entry(c.name).reason = (f"predicted {each * len(group):.3g} s for its {len(group)} seed(s), "
-                                                 f"{max(0.0, plan.left()):.3g} s of the budget left")
-                continue
-            limit, limited_by = planner.train_limit(predicted["train"], each, len(group), plan.left())
-            for c in group:
-                plan.entry(c.name).max_train_seconds, plan.entry(c.name).limited_by = limit, limited_by
-            timed = [Cell(c.strategy, c.train_size, c.seed, with_max_time(c.cfg, limit)) for c in group]
-            finished = run_cells(timed, out_dir, steps, plan)
-            costs.learn(strategy, size, [runs_dir(out_dir) / c.name for c in finished])
-            measured += [(strategy, size, plan.entry(c.name).measured_seconds) for c in finished]
+            finished = run_group(group, out_dir, steps, plan, costs, measured)
             done += finished
             if finished:
                 metrics = [json.loads((runs_dir(out_dir) / c.name / "metrics.json").read_text()) for c in finished]
@@ -388,6 +418,40 @@ def run_budgeted_grid(base: DictConfig, out_dir: str | Path, steps: Steps = Step
     finished = {c.name for c in done}
     return reported(base, out_dir, [c for c in cells if c.name in finished],
                     [e.cell for e in plan.entries if e.status == "failed"], record)
+
+
+def run_group(group: list[Cell], out_dir: Path, steps: Steps, plan: planner.Plan, costs: planner.CostModel,
+              measured: list[tuple[str, Any, float]]) -> list[Cell]:
+    """One fine-tuning strategy at one size, all its seeds or none: the cells finished earlier in this
+    folder cost nothing, the others run if their prediction fits in what is left, each fit limited
+    (planner.train_limit); what they take is added to `measured`. The cells that finished."""
+    strategy, size = group[0].strategy, group[0].train_size
+    earlier = {c.name: finished_earlier(c, out_dir, steps) for c in group}
+    todo = [c for c in group if earlier[c.name] is None]
+    reused = [Cell(c.strategy, c.train_size, c.seed, earlier[c.name]) for c in group if earlier[c.name]]
+    predicted = costs.predict(strategy, size) if todo else {"train": 0.0}
+    each = sum(predicted.values()) + residual(costs, measured) if todo else 0.0
+    for c in group:
+        plan.entry(c.name).predicted_seconds = 0.0 if earlier[c.name] else round(each, 3)
+    if todo and not planner.fits(plan, [each] * len(todo)):
+        for c in group:
+            plan.entry(c.name).status = "skipped"
+            plan.entry(c.name).reason = (f"predicted {each * len(todo):.3g} s for its {len(todo)} seed(s), "
+                                         f"{max(0.0, plan.left()):.3g} s of the budget left")
+        return []
+    for c in reused:
+        plan.entry(c.name).reason = "finished by an earlier run in this folder: not trained again"
+    finished = run_cells(reused, out_dir, steps, plan)
+    if todo:
+        limit, limited_by = planner.train_limit(predicted["train"], each, len(todo), plan.left())
+        for c in todo:
+            plan.entry(c.name).max_train_seconds, plan.entry(c.name).limited_by = limit, limited_by
+        trained = run_cells([Cell(c.strategy, c.train_size, c.seed, with_max_time(c.cfg, limit)) for c in todo],
+                            out_dir, steps, plan)
+        measured += [(strategy, size, plan.entry(c.name).measured_seconds) for c in trained]
+        finished += trained
+    costs.learn(strategy, size, [runs_dir(out_dir) / c.name for c in finished])
+    return finished
 
 
 def residual(costs: planner.CostModel, measured: list[tuple[str, Any, float]]) -> float:

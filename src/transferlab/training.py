@@ -137,7 +137,8 @@ def fit_finetune(cfg: DictConfig, strategy: Strategy, data_dir: Path, features_d
     return write_model_card(model_dir, cfg, strategy, labels, module.backbone.feature_dim, meter,
                             fit.pop("train_seconds") + probe.get("probe_train_seconds", 0.0), fit, trained,
                             trainable_params=trainable, total_params=total,
-                            backbone_load_seconds=round(load_seconds, 3), **probe, **resumed)
+                            backbone_load_seconds=round(load_seconds, 3), fit_fingerprint=fingerprint, **probe,
+                            **resumed)
 
 
 class BatchTimer(L.Callback):
