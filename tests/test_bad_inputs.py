@@ -1,6 +1,6 @@
 """The bad-input catalogue: every mistake a user can make with data, config or files stops the same way.
 
-Each case asserts the exception type (through the Python API, fast) or, for four cases run as the
+Each case asserts the exception type (through the Python API, fast) or, for the cases run as the
 user runs them, a non-zero exit code and one `error:` line on stderr; that the message is one
 line naming the file, key or value and what is wrong; and that nothing was written and every
 earlier artifact is byte-for-byte as it was (a snapshot of the whole working folder, taken after
@@ -26,6 +26,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from tiny_encoder import overrides as tiny_encoder
+from tiny_encoder import tiny_encoder as tiny_encoder_dir
+from tiny_encoder import vocabulary
 
 from transferlab import predict
 from transferlab.checkpoints import leave_out
@@ -140,6 +142,17 @@ def weights_file(content: Callable[[Path], None]) -> Build:
         content(path)
         cfg = checked(compose(["backbone=efficientnet_lite0", f"backbone.model={path}", "data=fashion_mnist"]), "test")
         return (lambda: build_backbone(cfg.backbone)), "backbone.model="
+
+    return build
+
+
+def text_backbone(*overrides: str) -> Build:
+    """The tiny encoder built with `overrides`, as extraction and fine-tuning build it."""
+    def build(tmp: Path):
+        from transferlab.backbones import build_backbone
+
+        cfg = topics_cfg(*overrides)
+        return (lambda: build_backbone(cfg.backbone)), overrides[-1]
 
     return build
 
@@ -313,6 +326,9 @@ CASES = [
                       ("not a torch weights file", "torch.load")), id="image-weights-not-a-checkpoint"),
     pytest.param(Case(weights_file(lambda p: torch.save({"w": torch.zeros(2)}, p)), ConfigError,
                       ("not EfficientNet-Lite0 weights", "tensors missing", "1 not its own")), id="image-weights-of-another-network"),
+    # backbones: what the model itself holds
+    pytest.param(Case(text_backbone("backbone.max_length=65"), ConfigError, ("positions for 64 tokens", "<= 64")),
+                 id="max-length-beyond-the-model-positions"),
     # prediction: the file given to `transferlab predict`
     pytest.param(Case(predicting(b""), DataError, ("empty file",), trained=True), id="predict-empty-file"),
     pytest.param(Case(predicting(b"text\n"), DataError, ("no rows",), trained=True), id="predict-header-only"),
@@ -444,6 +460,33 @@ def test_two_grid_sizes_that_give_the_same_rows_stop_it_before_any_cell_trains(t
     assert not (tmp_path / "out").exists()
 
 
+def roberta_style(root: Path, positions: int) -> Path:
+    """The tiny encoder's tokenizer on a tiny RoBERTa, whose positions start at padding_idx + 1."""
+    from transformers import RobertaConfig, RobertaModel
+
+    shutil.copytree(tiny_encoder_dir(), root)
+    config = RobertaConfig(vocab_size=len(vocabulary()), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=32, max_position_embeddings=positions, pad_token_id=0)
+    RobertaModel(config, add_pooling_layer=False).save_pretrained(root)
+    return root
+
+
+@pytest.mark.parametrize("family, limit", [("bert", 64), ("roberta", 65)])
+def test_a_max_length_the_model_holds_runs_and_one_more_is_refused(tmp_path, family, limit):
+    """The limit is the model's own: a text filling backbone.max_length at the limit goes through
+    the forward pass; one token more is refused when the backbone is built. RoBERTa's table of 66
+    holds 65 tokens (padding_idx=0, positions from 1), BERT's table of 64 holds 64."""
+    from transferlab.backbones.hf_encoder import HFEncoder
+
+    location = str(tiny_encoder_dir() if family == "bert" else roberta_style(tmp_path / "roberta", 66))
+    encoder = HFEncoder(location, max_length=limit)
+    encoded = encoder.encode(["report " * (2 * limit)])
+    assert len(encoded[0]) == limit
+    assert encoder(**encoder.collate(encoded)).shape == (1, 16)
+    with pytest.raises(ConfigError, match=rf"^backbone.max_length={limit + 1}: .* positions for {limit} tokens"):
+        HFEncoder(location, max_length=limit + 1)
+
+
 # --- a feature cache damaged on disk: detected and rebuilt, never trusted -------------------------
 
 @pytest.fixture(scope="module")
@@ -487,7 +530,7 @@ def test_damaged_feature_cache_is_rebuilt_not_trusted(features, earlier, damage,
     assert embedded == (sum(len(v) for v in good.values()) if reembeds else 0)
 
 
-# --- as the user sees it: one flow failing inside Prefect, one before Hydra, one DVC stage -------
+# --- as the user sees it: flows failing inside Prefect, one before Hydra, one DVC stage ---------
 
 def adapt(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     """The flow with the user's overrides; its run dir and caches kept under tmp_path."""
@@ -515,6 +558,21 @@ def test_flow_csv_without_the_label_column(tmp_path):
     line = error_line(adapt(tmp_path, "data=csv", f"data.path={csv}", "data.label_column=topic"))
     assert str(csv) in line and "'topic'" in line and "data.label_column" in line and "category" in line
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api")
+def test_flow_max_length_beyond_the_model_positions(tmp_path):
+    """Texts longer than the encoder's 64 positions at backbone.max_length=128 failed deep in its
+    forward pass, in a torch traceback; now one line when the backbone loads, before extraction,
+    and no run folder."""
+    csv = tmp_path / "long.csv"
+    topic_frame().assign(text=lambda f: (f.text + " ") * 8).to_csv(csv, index=False)
+    line = error_line(adapt(tmp_path, "data=csv", f"data.path={csv}", "data.label_column=topic",
+                            "backbone=hf_encoder", f"backbone.model={tiny_encoder_dir()}", "backbone.max_length=128"))
+    assert line == (f"error: backbone.max_length=128: the model at {tiny_encoder_dir()} has positions for 64 "
+                    "tokens; set backbone.max_length <= 64")
+    assert not (tmp_path / "run").exists() and not list((tmp_path / "cache").rglob("*.safetensors"))
 
 
 @pytest.mark.slow

@@ -72,6 +72,10 @@ class HFEncoder(Backbone):
         except (OSError, ValueError) as exc:
             raise ConfigError(f"backbone.model={location!r}: cannot be loaded "
                               f"({str(exc).splitlines()[0]})") from None
+        limit = position_limit(self.model)
+        if limit is not None and max_length > limit:
+            raise ConfigError(f"backbone.max_length={max_length}: the model at {location} has positions for "
+                              f"{limit} tokens; set backbone.max_length <= {limit}")
         if getattr(self.model, "pooler", None) is not None:
             self.model.pooler = None  # mean pooling replaces it; unused weights would count as trainable
         use_fast_dropout(self.model)  # fine-tuning only; inference is unchanged
@@ -118,6 +122,24 @@ class HFEncoder(Backbone):
     def layer_groups(self) -> list[tuple[str, nn.Module]]:
         """embeddings, block0 … blockN-1, and `final` when weights follow the blocks (a final norm)."""
         return transformer_layer_groups(self.model)
+
+
+def position_limit(model: nn.Module) -> int | None:
+    """The most tokens (special tokens included) the model has learned positions for; None when its
+    config declares no `max_position_embeddings` (relative positions only, as T5's encoder).
+
+    Read off the model, not the tokenizer: a tokenizer saved without `model_max_length` reports
+    about 1e30, and a longer sequence fails deep in the forward pass (index out of range in the
+    position table, or a token-type buffer of that size). RoBERTa-style embeddings (RoBERTa,
+    XLM-R, MPNet, ...) number positions from `padding_idx + 1`, so their table of 514 holds 512
+    tokens: such a model's position table carries that `padding_idx`, which BERT's does not.
+    """
+    table = getattr(model.config, "max_position_embeddings", None)
+    if table is None:
+        return None
+    positions = getattr(getattr(model, "embeddings", None), "position_embeddings", None)
+    padding_idx = getattr(positions, "padding_idx", None)
+    return int(table) - (padding_idx + 1 if padding_idx is not None else 0)
 
 
 def transformer_layer_groups(model: nn.Module) -> list[tuple[str, nn.Module]]:
