@@ -562,13 +562,14 @@ def test_flow_csv_without_the_label_column(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api")
-def test_flow_max_length_beyond_the_model_positions(tmp_path):
+@pytest.mark.parametrize("strategy", ["linear_probe", "finetune_full"])
+def test_flow_max_length_beyond_the_model_positions(tmp_path, strategy):
     """Texts longer than the encoder's 64 positions at backbone.max_length=128 failed deep in its
-    forward pass, in a torch traceback; now one line when the backbone loads, before extraction,
-    and no run folder."""
+    forward pass, in a torch traceback; now one line when the backbone loads (for extraction, or
+    for fine-tuning inside the train task, whose error the flow raises), and no run folder."""
     csv = tmp_path / "long.csv"
     topic_frame().assign(text=lambda f: (f.text + " ") * 8).to_csv(csv, index=False)
-    line = error_line(adapt(tmp_path, "data=csv", f"data.path={csv}", "data.label_column=topic",
+    line = error_line(adapt(tmp_path, f"strategy={strategy}", "data=csv", f"data.path={csv}", "data.label_column=topic",
                             "backbone=hf_encoder", f"backbone.model={tiny_encoder_dir()}", "backbone.max_length=128"))
     assert line == (f"error: backbone.max_length=128: the model at {tiny_encoder_dir()} has positions for 64 "
                     "tokens; set backbone.max_length <= 64")

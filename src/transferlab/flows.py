@@ -133,6 +133,7 @@ class TaskSteps(pipeline.Steps):
 
     def __init__(self) -> None:
         self.done: dict[str, Any] = {}
+        self.trained: list[Any] = []  # every train future submitted, for its error (see `adapt`)
 
     def once(self, key: list, call) -> Any:
         text = json.dumps(key, sort_keys=True, default=str)
@@ -151,7 +152,9 @@ class TaskSteps(pipeline.Steps):
                          lambda: trusted(extract_task, intact)(backbone, extract_cfg, data_dir, cache_root, progress))
 
     def train(self, cfg: dict, data_dir: str, features_dir: str | None, run_dir: str) -> Any:
-        return trusted(train_task, pipeline.run_intact(run_dir, "train")).submit(cfg, data_dir, features_dir, run_dir)
+        future = trusted(train_task, pipeline.run_intact(run_dir, "train")).submit(cfg, data_dir, features_dir, run_dir)
+        self.trained.append(future)
+        return future
 
     def evaluate(self, data_dir: str, features_dir: str | None, run_dir: str, after: Any = None) -> Any:
         return trusted(evaluate_task, pipeline.run_intact(run_dir, "evaluate")).submit(
@@ -167,8 +170,18 @@ class TaskSteps(pipeline.Steps):
 
 @flow(name="adapt", log_prints=True, on_failure=[note_bad_input])
 def adapt(cfg: dict, run_dir: str) -> dict:
-    """One cell: prepare -> extract (when the strategy uses features) -> train -> evaluate."""
-    return pipeline.run_cell(OmegaConf.create(cfg), run_dir, TaskSteps()).result()
+    """One cell: prepare -> extract (when the strategy uses features) -> train -> evaluate.
+
+    A train task that fails leaves evaluate, which waits for it, never run: PENDING, whose result()
+    is Prefect's UnfinishedRun traceback. The failed train's own error (bad input: one line) is
+    raised instead."""
+    steps = TaskSteps()
+    outcome = pipeline.run_cell(OmegaConf.create(cfg), run_dir, steps)
+    outcome.wait()
+    if not outcome.state.is_completed():
+        for trained in steps.trained:
+            trained.result()
+    return outcome.result()
 
 
 @flow(name="compare", log_prints=True, on_failure=[note_bad_input])
