@@ -576,6 +576,29 @@ def test_flow_max_length_beyond_the_model_positions(tmp_path, strategy):
     assert not (tmp_path / "run").exists() and not list((tmp_path / "cache").rglob("*.safetensors"))
 
 
+# runs a flow script as `python flows/<name>.py` would, then says which heavy modules it had imported
+IMPORTED_BY = """import runpy, sys
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+finally:
+    print([m for m in ("transferlab.flows", "prefect", "torch") if m in sys.modules])
+"""
+
+
+@pytest.mark.parametrize("script", ["adapt", "compare", "serve"])
+def test_flow_missing_data_file_stops_before_prefect_and_torch_load(tmp_path, script):
+    """A missing data.path was found by prepare, inside the flow, after Prefect's server had started
+    (20-80 s); each flow script now checks it (prepare's own check, its words) before the flows import
+    Prefect and torch."""
+    missing = tmp_path / "nope.csv"
+    proc = subprocess.run([PYTHON, "-c", IMPORTED_BY, f"flows/{script}.py", "data=csv", f"data.path={missing}",
+                           f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert error_line(proc) == f"error: {missing}: data file not found (data.path)"
+    assert proc.returncode == 2 and proc.stdout.strip() == "[]", proc.stdout
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 def test_flow_misspelt_key(tmp_path):
     """A misspelt override stops the flow before Hydra, with the key it probably meant."""

@@ -99,13 +99,22 @@ def hydra_run() -> tuple[Path, list[str]]:
     return Path(hydra.runtime.output_dir), list(hydra.overrides.task)
 
 
+def runnable(cfg: DictConfig) -> DictConfig:
+    """The checked config, its data where data.path says (the check `prepare` makes first): a missing
+    file stops in seconds, before the flows import Prefect and torch and its server starts."""
+    from transferlab.config import checked
+    from transferlab.data.sources import check_found
+
+    cfg = checked(cfg, "config")
+    check_found(cfg.data)
+    return cfg
+
+
 def adapt(cfg: DictConfig) -> float:
     """flows/adapt.py: one flow run; returns metrics[optimized_metric], the objective a sweeper reads."""
-    from transferlab.config import checked
-
     run_dir, _ = hydra_run()
     with interrupted_as_such(), exit_on_bad_input(run_dir):
-        cfg = checked(cfg, "config")
+        cfg = runnable(cfg)
         from transferlab import flows
 
         metrics = flows.adapt(OmegaConf.to_container(cfg, resolve=True), str(run_dir))
@@ -116,15 +125,16 @@ def adapt(cfg: DictConfig) -> float:
 
 
 def comparison(cfg: DictConfig, overrides: list[str]) -> DictConfig:
-    """The checked config of a comparison. `strategy...` on its command line is refused: each cell's
-    strategy is one of compare.strategies, tuned for all through compare.overrides."""
-    from transferlab.config import checked, parsed
+    """The checked config of a comparison, its data found (`runnable`). `strategy...` on its command
+    line is refused: each cell's strategy is one of compare.strategies, tuned for all through
+    compare.overrides."""
+    from transferlab.config import parsed
 
     direct = [o for o, p in zip(overrides, parsed(overrides)) if p.key_or_group.split(".")[0] == "strategy"]
     if direct:
         raise ConfigError(f"{direct[0]}: a comparison runs each of compare.strategies; set strategy keys "
                           f"for every cell with \"compare.overrides=['{direct[0]}']\"")
-    return checked(cfg, "config")
+    return runnable(cfg)
 
 
 def compare(cfg: DictConfig) -> None:

