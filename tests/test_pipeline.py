@@ -1,13 +1,15 @@
-"""The one rule for a cell's config, as the compare flow and dvc.yaml's matrix each resolve it."""
+"""The one rule for a cell's config, as the compare flow and dvc.yaml's matrix each resolve it; the one
+rule for a report whose extraction cannot be priced here."""
 
 from __future__ import annotations
 
 import os
 
+import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from conftest import ROOT, quick_compare, topic_frame
+from conftest import ROOT, quick_compare, topic_config, topic_frame
 
 USER = ["data.label_column=topic", "data.train_size=7", "compare.strategies=[linear_probe,lp_ft,finetune_full]",
         "compare.train_sizes=[12,all]", "compare.seeds=[0,1]", quick_compare("strategy.max_epochs=2")]
@@ -55,3 +57,23 @@ def test_the_compare_flow_and_the_dvc_matrix_resolve_identical_cells(tmp_path):
         assert cfg["data"]["train_size"] == (None if "-nall-" in name else 12)  # data.train_size=7: the grid's sizes win
     assert flow["lp_ft-n12-s1"]["strategy"]["probe"]["name"] == "linear_probe"
     assert flow["lp_ft-n12-s1"]["strategy"]["probe"]["max_epochs"] == 1  # overrides set the cell's strategy, not its probe
+
+
+def test_a_report_whose_extraction_is_not_measured_here_is_refused(tmp_path):
+    """A head's comparison reported again where paths.cache_dir is gone (a fresh clone, a queued
+    experiment's copy): write_report, every front end's report, stops in one line naming the key,
+    before writing a report that costs the head's extraction at 0 s."""
+    import shutil
+
+    from transferlab.errors import ConfigError
+    from transferlab.pipeline import grid, run_cell, runs_dir, write_report
+
+    base = topic_config(tmp_path, "compare.strategies=[linear_probe]", "compare.train_sizes=[all]")
+    [cell] = grid(base)
+    run_cell(cell.cfg, runs_dir(tmp_path) / cell.name)
+    metrics = [runs_dir(tmp_path) / cell.name / "metrics.json"]
+    assert write_report(base, metrics, tmp_path / "measured")["extraction_seconds"] > 0
+    shutil.rmtree(base.paths.cache_dir)
+    with pytest.raises(ConfigError, match=r"^paths.cache_dir=.*: the comparison's feature extraction was not measured"):
+        write_report(base, metrics, tmp_path / "report")
+    assert not (tmp_path / "report").exists()

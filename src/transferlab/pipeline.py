@@ -486,26 +486,21 @@ def runs_dir(out_dir: Path) -> Path:
     return Path(out_dir) / "runs"
 
 
-def extraction_measured(base: DictConfig, conf_dir: Path = CONF_DIR) -> bool:
-    """Whether paths.cache_dir holds what write_report costs feature extraction from: the backbone's
-    measured rate and the prepared splits of every cell on features. A flow's cells have just filled
-    it; under dvc no stage outputs it, so a report rerun without it (a queued experiment's copy, a
-    fresh clone after `dvc pull`) would cost extraction at 0 s."""
-    cells = [c for c in grid(base, conf_dir) if resolve(c.cfg).needs_features]
-    cache_root = base.paths.cache_dir
-    store = FeatureCache(extract.features_root(cache_root)).store(extract.backbone_key(base.backbone, base.extract))
-    return not cells or ((store / "meta.json").is_file() and all(
-        prepared_intact(OmegaConf.to_container(c.cfg.data), c.seed, cache_root) for c in cells))
-
-
 def write_report(base: DictConfig, metrics_files: list[Path], out_dir: str | Path,
                  conf_dir: Path = CONF_DIR, plan: dict | None = None) -> dict:
-    """The report stage over these runs, with the extraction cost of the grid's distinct inputs."""
+    """The report stage over these runs, with the extraction cost of the grid's distinct inputs;
+    refused where paths.cache_dir cannot price it (extract.amortised_seconds: None), rather than a
+    report that costs extraction at 0 s. A flow's cells have just filled it; under dvc no stage
+    outputs it, so a report rerun finds it absent in a queued experiment's copy or a fresh clone."""
     cells = grid(base, conf_dir)
     uses_features = [c for c in cells if resolve(c.cfg).needs_features]
     data_dirs = [prepared_dir(OmegaConf.to_container(c.cfg.data), c.seed, base.paths.cache_dir) for c in uses_features]
     extraction = extract.amortised_seconds(base.backbone, base.extract, data_dirs,
                                            extract.features_root(base.paths.cache_dir)) if uses_features else 0.0
+    if extraction is None:
+        raise ConfigError(f"paths.cache_dir={base.paths.cache_dir}: the comparison's feature extraction was not "
+                          "measured here (the cache is no DVC output; a queued experiment's copy has none): "
+                          "share it, -S paths.cache_dir=$PWD/.cache/transferlab, or rerun `dvc repro -f compare`")
     title = f"transferlab: {base.data.name} on {base.backbone.name}"
     summary = report.run(metrics_files, out_dir, title, extraction, base.compare.tie_margin, plan)
     return {**summary, "extraction_seconds": extraction}

@@ -70,15 +70,18 @@ def update_store(cache: FeatureCache, store_key: str, backbone: DictConfig, extr
 
 
 def amortised_seconds(backbone: DictConfig, extract: DictConfig, data_dirs: list[Path],
-                      cache_root: str | Path) -> float:
+                      cache_root: str | Path) -> float | None:
     """What embedding every distinct input of `data_dirs` once costs, at the rate the store measured:
-    the same figure whether this comparison found the cache cold or warm (0.0 if never measured)."""
+    the same figure whether this comparison found the cache cold or warm. None where it cannot be
+    known here (the store never measured a rate, or a data dir's splits are gone): a cache that is
+    absent (a fresh clone, a queued experiment's copy) is not an extraction that cost 0 s."""
     facts_path = FeatureCache(cache_root).store(backbone_key(backbone, extract)) / "meta.json"
-    if not facts_path.is_file():
-        return 0.0
+    splits = [Path(d) / f"{s}.parquet" for d in set(data_dirs) for s in SPLITS]
+    if not facts_path.is_file() or not all(path.is_file() for path in splits):
+        return None
     column = backbone_class(backbone).input_column
     distinct = {item_digest(x) for d in set(data_dirs) for s in SPLITS for x in read_split(d, s)[column]}
-    return round(len(distinct) * json.loads(facts_path.read_text()).get("seconds_per_item", 0.0), 3)
+    return round(len(distinct) * json.loads(facts_path.read_text())["seconds_per_item"], 3)
 
 
 def known_batches(cache: FeatureCache, store_key: str) -> list[dict]:
