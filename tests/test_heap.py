@@ -130,5 +130,5 @@ def test_extraction_and_training_trainers_retain_it(tmp_path):
     features_of(model, ["The striker scored twice", "Shares fell sharply"], 1, progress=False)
     assert seen == [0, 0]
     assert mmapped_by_a_big_block() >= PROBE
-    trainer = build_trainer(cfg, resolve(cfg), tmp_path / "run", resumable=True, train_rows=8)
+    trainer = build_trainer(cfg, resolve(cfg), tmp_path / "run", resumable=True, train_rows=8, logger=False)
     assert any(isinstance(c, RetainedHeap) for c in trainer.callbacks)

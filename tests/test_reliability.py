@@ -285,7 +285,7 @@ def test_a_checkpoint_write_that_fails_leaves_the_last_one_whole(tmp_path):
 def test_every_fit_and_the_cost_probe_write_checkpoints_through_it(tmp_path):
     """build_trainer's Trainer (every fit) and the planner's probe write with FileCheckpointIO."""
     cfg = topic_config(tmp_path, *FINETUNE)
-    trainer = build_trainer(cfg, resolve(cfg), tmp_path / "run", resumable=True, train_rows=40)
+    trainer = build_trainer(cfg, resolve(cfg), tmp_path / "run", resumable=True, train_rows=40, logger=False)
     assert isinstance(trainer.strategy.checkpoint_io, FileCheckpointIO)
     probe = ast.parse((ROOT / "src" / "transferlab" / "training.py").read_text())
     [fn] = [n for n in ast.walk(probe) if isinstance(n, ast.FunctionDef) and n.name == "probe_rate"]

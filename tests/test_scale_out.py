@@ -9,6 +9,7 @@ import json
 import math
 import subprocess
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -110,6 +111,23 @@ def test_mlflow_store_set_up_is_not_training_time(cached_features, tmp_path):
     csv = train_head(cached_features, tmp_path / "csv", *head)["train_seconds"]
     mlflow = train_head(cached_features, tmp_path / "mlflow", *head, "logger=mlflow")["train_seconds"]
     assert mlflow - csv < migrations / 2, (csv, mlflow, migrations)
+
+
+@pytest.mark.parametrize("head", [("strategy=mlp_head", "strategy.max_epochs=2"), ("strategy.C=[0.1,1]",)])
+def test_a_head_fit_logs_to_the_one_logger_built_before_its_timing(cached_features, tmp_path, monkeypatch, head):
+    """The logger set up outside a head's training time is the one its fit logs to (mini-batch, or
+    the C grid's refit; the grid's per-C fits log nothing): no second logger set up inside the
+    timing whose cost only MLflow's store cache would hide."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    built = []
+    real = CSVLogger.__init__
+    monkeypatch.setattr(CSVLogger, "__init__", lambda self, *a, **k: (built.append(self), real(self, *a, **k))[1])
+    card = train_head(cached_features, tmp_path / "run", *head)
+    assert len(built) == 1 and Path(built[0].log_dir) == tmp_path / "run" / "logs"
+    logged = pd.read_csv(tmp_path / "run" / "logs" / "metrics.csv")
+    assert logged["val_loss"].notna().sum() == card["epochs"]
+    assert not list((tmp_path / "run").glob("C/*/logs"))
 
 
 def test_logger_keys_are_the_lightning_classes_own():

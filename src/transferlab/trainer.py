@@ -164,10 +164,14 @@ def processes(trainer: DictConfig) -> int:
 
 
 def build_trainer(cfg: DictConfig, strategy: Strategy, run_dir: Path, resumable: bool, train_rows: int,
-                  extra_callbacks: list | None = None, single_process: bool = False) -> L.Trainer:
+                  logger: Logger | bool, extra_callbacks: list | None = None,
+                  single_process: bool = False) -> L.Trainer:
     """The strategy's budget on `train_rows` rows (min_steps, validation interval: Budget), early
     stopping on val_loss after min_steps, the best checkpoint from then on kept, and (`resumable`)
     `last.ckpt` at every validation to resume from.
+
+    `logger`: build_logger's, or False (unlogged); the caller builds it, so that its set-up (MLflow:
+    seconds of store migrations) can be kept out of the time it measures a fit in.
 
     `single_process`: a head on cached features trains in this process, in fp32, whatever
     trainer.devices and trainer.precision say: it is a few thousand parameters full-batch, where
@@ -187,7 +191,7 @@ def build_trainer(cfg: DictConfig, strategy: Strategy, run_dir: Path, resumable:
                  StopOnInterrupt(), QuietWorkers(), FitSummary(run_dir), RetainedHeap(), *(extra_callbacks or [])]
     return instantiate(cfg.trainer, **(HEAD if single_process else {}), **schedule,
                        gradient_clip_val=strategy.gradient_clip_val,
-                       callbacks=callbacks, plugins=[FileCheckpointIO()], logger=build_logger(cfg.logger, run_dir),
+                       callbacks=callbacks, plugins=[FileCheckpointIO()], logger=logger,
                        default_root_dir=str(run_dir))
 
 

@@ -5,13 +5,13 @@ a fine-tune starts from is trained exactly as that head strategy is when a user 
 
 from __future__ import annotations
 
-import copy
 import json
 import tempfile
 import time
 from pathlib import Path
 
 import lightning.pytorch as L
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 from safetensors.torch import load_file
 
@@ -46,16 +46,18 @@ def fit_head(cfg: DictConfig, strategy: Strategy, data_dir: Path, features_dir: 
                                    None if strategy.full_batch else strategy.budget.batch_size)
     rows = len(targets["train"])
     # the logger's set-up is not training: MLflow's import and its new store's migrations took 4-6 s,
-    # 40x an MLP head's fit; built once here (quietly), the store is cached for the trainer's logger below
+    # 40x an MLP head's fit; built here (quietly), before the meter starts, and handed to the fit
     quiet_lightning()
-    build_logger(cfg.logger, model_dir)
+    logger = build_logger(cfg.logger, model_dir)
     with ResourceMeter() as meter:
         if strategy.full_batch:
-            module, fit, chosen = fit_each_c(cfg, strategy, datamodule, meta["feature_dim"], len(labels), rows, model_dir)
+            module, fit, chosen = fit_each_c(cfg, strategy, datamodule, meta["feature_dim"], len(labels), rows,
+                                             model_dir, logger)
         else:
             L.seed_everything(cfg.seed, verbose=False)
             module = build_head_module(strategy, meta["feature_dim"], len(labels))
-            trainer = build_trainer(cfg, strategy, model_dir, resumable=False, train_rows=rows, single_process=True)
+            trainer = build_trainer(cfg, strategy, model_dir, resumable=False, train_rows=rows, logger=logger,
+                                    single_process=True)
             trainer.fit(module, datamodule)
             fit, chosen = fit_summary(module, model_dir), {}
             restore_best(trainer, module)
@@ -66,20 +68,18 @@ def fit_head(cfg: DictConfig, strategy: Strategy, data_dir: Path, features_dir: 
 
 
 def fit_each_c(cfg: DictConfig, strategy: Strategy, datamodule, feature_dim: int, n_classes: int, rows: int,
-               model_dir: Path) -> tuple:
+               model_dir: Path, logger: Logger | bool) -> tuple:
     """scikit-learn's C, searched on the validation split: one converged L-BFGS fit per C (in
     `model_dir/C/<value>/`, unlogged), the best val accuracy, then val loss, kept and refitted (the
-    same seed: the same weights) in `model_dir` with the run's logger, as a single-C run is.
+    same seed: the same weights) in `model_dir` with the run's `logger`, as a single-C run is.
 
     C multiplies the summed loss; the module's penalty is on the mean loss, so weight_decay = 1/(C rows)."""
-    unlogged = copy.deepcopy(cfg)
-    unlogged.logger = {}
 
     def converged(c: float, run_dir: Path, logged: bool):
         L.seed_everything(cfg.seed, verbose=False)
         module = build_head_module(strategy, feature_dim, n_classes, weight_decay=1.0 / (c * rows))
-        trainer = build_trainer(cfg if logged else unlogged, strategy, run_dir,
-                                resumable=False, train_rows=rows, single_process=True)
+        trainer = build_trainer(cfg, strategy, run_dir, resumable=False, train_rows=rows,
+                                logger=logger if logged else False, single_process=True)
         trainer.fit(module, datamodule)
         metrics = trainer.callback_metrics
         return module, {"val_accuracy": round(float(metrics["val_acc"]), 6), "val_loss": round(float(metrics["val_loss"]), 6)}
@@ -120,6 +120,7 @@ def fit_finetune(cfg: DictConfig, strategy: Strategy, data_dir: Path, features_d
     datamodule = InputDataModule(data_dir, module.backbone, strategy.budget.batch_size, cfg.extract.batch_size)
     clock = TrainClock(model_dir / CLOCK_FILE)
     trainer = build_trainer(cfg, strategy, model_dir, resumable=True, train_rows=len(labels_of(data_dir, "train")),
+                            logger=build_logger(cfg.logger, model_dir),
                             extra_callbacks=[clock, TrainedOn(fingerprint), *strategy.callbacks()])
     with ResourceMeter() as meter, fit_interrupted():  # trainer=ddp: the workers' failure after Ctrl-C
         trainer.fit(module, datamodule, ckpt_path=resume and resume[0], weights_only=True)
