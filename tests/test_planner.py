@@ -212,6 +212,19 @@ def test_a_budgeted_rerun_in_its_folder_plans_finished_cells_as_free(tmp_path):
     assert [plan[c]["status"] for c in cards] == ["skipped", "skipped"]
 
 
+def test_a_budget_that_skips_every_cell_on_features_still_reports(tmp_path):
+    """lp_ft, the only strategy on features, skipped by the budget on a cold cache: nothing was
+    embedded and no reported cell needs it priced, so the report of finetune_full comes out."""
+    table = {"finetune_full": {12: 1.0}, "lp_ft": {12: 1000.0}}
+    cfg = topic_config(tmp_path, "compare.strategies=[finetune_full,lp_ft]", "compare.train_sizes=[12]",
+                       "compare.budget=60s", quick_compare("strategy.max_epochs=1"))
+    clock = VirtualClock()
+    result = run_budgeted_grid(cfg, tmp_path / "out", TimedSteps(clock, table), costs=Costs(table), clock=clock)
+    assert {c["cell"]: c["status"] for c in result["plan"]["cells"]} == {"finetune_full-n12-s0": "ran",
+                                                                        "lp_ft-n12-s0": "skipped"}
+    assert result["extraction_seconds"] == 0.0 and (tmp_path / "out" / "report.md").is_file()
+
+
 def test_a_grid_where_no_cell_finished_says_so_in_one_line(tmp_path):
     """Every cell failed after its retries: nothing to report, which was a pandas KeyError."""
     with pytest.raises(TransferlabError, match=r"^\S+/runs: none of the 2 cells finished; each run folder's "

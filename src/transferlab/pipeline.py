@@ -488,12 +488,14 @@ def runs_dir(out_dir: Path) -> Path:
 
 def write_report(base: DictConfig, metrics_files: list[Path], out_dir: str | Path,
                  conf_dir: Path = CONF_DIR, plan: dict | None = None) -> dict:
-    """The report stage over these runs, with the extraction cost of the grid's distinct inputs;
-    refused where paths.cache_dir cannot price it (extract.amortised_seconds: None), rather than a
-    report that costs extraction at 0 s. A flow's cells have just filled it; under dvc no stage
-    outputs it, so a report rerun finds it absent in a queued experiment's copy or a fresh clone."""
-    cells = grid(base, conf_dir)
-    uses_features = [c for c in cells if resolve(c.cfg).needs_features]
+    """The report stage over these runs (runs/<cell>/metrics.json), with the extraction cost of the
+    distinct inputs of those on features; refused where paths.cache_dir cannot price it
+    (extract.amortised_seconds: None), rather than a report that costs extraction at 0 s. A flow's
+    cells have just filled it (a budget that skipped every cell on features embedded nothing, and
+    none is reported); under dvc no stage outputs it, so a report rerun finds it absent in a queued
+    experiment's copy or a fresh clone."""
+    reported_cells = {Path(f).parent.name for f in metrics_files}
+    uses_features = [c for c in grid(base, conf_dir) if c.name in reported_cells and resolve(c.cfg).needs_features]
     data_dirs = [prepared_dir(OmegaConf.to_container(c.cfg.data), c.seed, base.paths.cache_dir) for c in uses_features]
     extraction = extract.amortised_seconds(base.backbone, base.extract, data_dirs,
                                            extract.features_root(base.paths.cache_dir)) if uses_features else 0.0
