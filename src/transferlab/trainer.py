@@ -50,13 +50,24 @@ def quiet_lightning() -> None:
 
 class StopOnInterrupt(L.Callback):
     """Ends a fit at its next batch once the process has been interrupted (transferlab.interrupt):
-    a fit in a flow's task thread would not see the main thread's KeyboardInterrupt."""
+    a fit in a flow's task thread would not see the main thread's KeyboardInterrupt.
 
-    def _check(self, *_args) -> None:
-        if REQUESTED.is_set():
+    DDP workers see the signal at different moments: one stopping alone left its peer inside a
+    gradient all-reduce, which then failed in gloo's traceback or, its teardown's collectives
+    mismatched, waited for good (QA: a Ctrl-C'd `trainer=ddp` flow that never ended). So they decide
+    together at each training batch (any rank interrupted stops all), where DDP keeps them in step;
+    validation, which DDP does not keep in step, is left to finish."""
+
+    def on_train_batch_start(self, trainer: L.Trainer, *_args) -> None:
+        stop = REQUESTED.is_set()
+        if trainer.world_size > 1:
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if stop:
             raise Interrupted()
 
-    on_train_batch_start = on_validation_batch_start = _check
+    def on_validation_batch_start(self, trainer: L.Trainer, *_args) -> None:
+        if trainer.world_size == 1 and REQUESTED.is_set():
+            raise Interrupted()
 
     def __getstate__(self) -> dict:
         return {"worker": True}  # pickled only to reach ddp_spawn's workers
