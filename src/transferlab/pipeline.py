@@ -254,7 +254,7 @@ def reported(base: DictConfig, out_dir: Path, done: list[Cell], failed: list[str
     """The report over the cells that finished; the summary lists the failed ones' run folders.
     With none finished there is nothing to report: one line says why (it was a pandas KeyError)."""
     if not done:
-        skipped = len(plan["cells"]) - len(failed) if plan else 0
+        skipped = sum(c["status"] == "skipped" for c in plan["cells"]) if plan else 0
         if skipped:
             raise ConfigError(f"compare.budget={base.compare.budget!r}: it bought none of the {skipped} cells "
                               f"({Path(out_dir) / planner.PLAN} says why each was skipped); give it more time")
@@ -296,7 +296,8 @@ class ProbedCosts:
     def __init__(self, cells: list[Cell], steps: Steps) -> None:
         self.cells, self.steps = cells, steps
         self.probed: dict[str, planner.StepRate] = {}
-        self.fits: dict[str, tuple[Any, list[Path]]] = {}  # strategy -> (size, run folders) its latest fits
+        self.fits: dict[str, tuple[planner.Shape, list[dict]]] = {}  # strategy -> its latest fits' fit.json
+        self.learned: dict[str, planner.StepRate] = {}  # rate() of a strategy with fits, once worked out
         self.shapes: dict[tuple, planner.Shape] = {}  # residual() re-predicts every finished cell
 
     def cell(self, strategy: str, size) -> Cell:
@@ -312,13 +313,17 @@ class ProbedCosts:
         return self.probed[strategy]
 
     def rate(self, strategy: str) -> planner.StepRate:
-        """The probe's rates, with the seconds per sample-step the latest fits took where there are any."""
-        probed = self.probe(strategy)
+        """The probe's rates, with the seconds per sample-step the latest fits took where there are any
+        (validations and their checkpoints taken out at the probed rates: a probe's few steps, each at a
+        shape not seen before, ran ~1.3x slower than a whole fit (tweets, MiniLM, 2 cores), which made
+        larger sizes look dearer than they are)."""
         if strategy not in self.fits:
-            return probed
-        size, run_dirs = self.fits[strategy]
-        return dataclasses.replace(probed, seconds_per_sample_step=self.learned(probed, self.shape(strategy, size),
-                                                                                run_dirs))
+            return self.probe(strategy)
+        if strategy not in self.learned:
+            probed, (shape, fits) = self.probe(strategy), self.fits[strategy]
+            per_step = float(np.mean([training_per_sample_step(fit, shape, probed) for fit in fits]))
+            self.learned[strategy] = dataclasses.replace(probed, seconds_per_sample_step=per_step)
+        return self.learned[strategy]
 
     def sizes(self) -> list:
         return list(dict.fromkeys(c.train_size for c in self.cells))
@@ -340,26 +345,23 @@ class ProbedCosts:
         return planner.predicted_seconds(self.rate(strategy), self.shape(strategy, size))
 
     def learn(self, strategy: str, size, run_dirs: list[Path]) -> None:
+        """These finished fits' records, for `rate`: read now, priced only when a prediction needs
+        them, so that a rerun whose cells all finished earlier runs no probe."""
         if run_dirs:
-            self.fits[strategy] = (size, list(run_dirs))
-
-    @staticmethod
-    def learned(probed: planner.StepRate, shape: planner.Shape, run_dirs: list[Path]) -> float:
-        """The seconds per sample-step these finished fits took (their fit.json), validations and
-        their checkpoints taken out at the probed rates: a probe's few steps, each at a shape not seen
-        before, ran ~1.3x slower than a whole fit (tweets, MiniLM, 2 cores), which made larger sizes
-        look dearer than they are."""
-        per_step = []
-        for run_dir in run_dirs:
-            fit = json.loads((Path(run_dir) / "fit.json").read_text())
-            epochs = max(1, fit["epochs"])
-            validating = epochs * shape.validations / shape.epochs * planner.validation_seconds(probed, shape)
-            per_step.append(max(0.0, fit["train_seconds"] - validating) / (epochs * shape.train_rows))
-        return float(np.mean(per_step))
+            self.fits[strategy] = (self.shape(strategy, size),
+                                   [json.loads((Path(d) / "fit.json").read_text()) for d in run_dirs])
+            self.learned.pop(strategy, None)
 
     def record(self) -> dict:
         return {s: {**dataclasses.asdict(r), "learned_seconds_per_sample_step": self.rate(s).seconds_per_sample_step}
                 for s, r in self.probed.items()}
+
+
+def training_per_sample_step(fit: dict, shape: planner.Shape, probed: planner.StepRate) -> float:
+    """A finished fit's (fit.json) training seconds per sample-step, its validations taken out."""
+    epochs = max(1, fit["epochs"])
+    validating = epochs * shape.validations / shape.epochs * planner.validation_seconds(probed, shape)
+    return max(0.0, fit["train_seconds"] - validating) / (epochs * shape.train_rows)
 
 
 def finished_earlier(cell: Cell, out_dir: Path, steps: Steps) -> DictConfig | None:

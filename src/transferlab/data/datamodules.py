@@ -12,8 +12,13 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 from transferlab.data.splits import SPLITS
 
 
+def split_file(data_dir: str | Path, split: str) -> Path:
+    """Where `prepare` writes a split."""
+    return Path(data_dir) / f"{split}.parquet"
+
+
 def read_split(data_dir: str | Path, split: str) -> pd.DataFrame:
-    return pd.read_parquet(Path(data_dir) / f"{split}.parquet")
+    return pd.read_parquet(split_file(data_dir, split))
 
 
 def labels_of(data_dir: str | Path, split: str) -> torch.Tensor:

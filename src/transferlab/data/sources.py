@@ -13,7 +13,7 @@ import importlib.util
 import io
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -255,34 +255,27 @@ def storable(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-SOURCES: dict[str, Callable[[DictConfig], pd.DataFrame]] = {
-    "bbc_news": load_bbc_news,
-    "tweet_sentiment": load_tweet_sentiment,
-    "csv": load_table,
-    "fashion_mnist": load_fashion_mnist,
-    "mnist": load_mnist,
-    "image_folder": load_image_folder,
-}
-
-_LOCATIONS: dict[str, Callable[[DictConfig], Path | None]] = {
-    "bbc_news": _bbc_root,
-    "tweet_sentiment": _tweets_file,
-    "csv": lambda cfg: Path(cfg.path) if cfg.path else None,
-    "fashion_mnist": _fashion_mnist_root,
-    "mnist": _mnist_file,
-    "image_folder": lambda cfg: Path(cfg.path) if cfg.path else None,
-}
+def _given_path(cfg: DictConfig) -> Path | None:
+    return Path(cfg.path) if cfg.path else None
 
 
-# Where each source's data must be, checked as its loader checks it first: cheap (no reading), so the
-# flow scripts call `check_found` before Prefect and torch load
-_FOUND: dict[str, Callable[[DictConfig], Path | dict | None]] = {
-    "bbc_news": _bbc_folder,
-    "tweet_sentiment": _tweets_found,
-    "csv": _table_file,
-    "fashion_mnist": _fashion_mnist_files,
-    "mnist": _mnist_csv,
-    "image_folder": _image_root,
+class Source(NamedTuple):
+    """A data source: `load` reads it; `location` is what its fingerprint hashes (None: nothing
+    given); `found` is the check `load` makes first, cheap (no reading), which the flow scripts run
+    before Prefect and torch load."""
+
+    load: Callable[[DictConfig], pd.DataFrame]
+    location: Callable[[DictConfig], Path | None]
+    found: Callable[[DictConfig], object]
+
+
+SOURCES: dict[str, Source] = {
+    "bbc_news": Source(load_bbc_news, _bbc_root, _bbc_folder),
+    "tweet_sentiment": Source(load_tweet_sentiment, _tweets_file, _tweets_found),
+    "csv": Source(load_table, _given_path, _table_file),
+    "fashion_mnist": Source(load_fashion_mnist, _fashion_mnist_root, _fashion_mnist_files),
+    "mnist": Source(load_mnist, _mnist_file, _mnist_csv),
+    "image_folder": Source(load_image_folder, _given_path, _image_root),
 }
 
 
@@ -290,18 +283,19 @@ def check_found(cfg: DictConfig) -> None:
     """The data is where data.path (or its package) says, or a one-line DataError: the same check and
     words as `load`, run alone so that a missing file stops a flow in seconds, not after Prefect's
     server has started (tens of seconds). An unknown source is `load`'s to report."""
-    _FOUND.get(cfg.source, lambda _cfg: None)(cfg)
+    if cfg.source in SOURCES:
+        SOURCES[cfg.source].found(cfg)
 
 
 def load(cfg: DictConfig) -> pd.DataFrame:
     if cfg.source not in SOURCES:
         raise DataError(f"data.source={cfg.source!r}: unknown; choose one of {sorted(SOURCES)}")
-    return SOURCES[cfg.source](cfg)
+    return SOURCES[cfg.source].load(cfg)
 
 
 def fingerprint(cfg: DictConfig) -> str:
     """Content hash of the raw data, so caches notice a changed file, not just a changed name."""
-    loc = _LOCATIONS.get(cfg.source, lambda c: None)(cfg)
+    loc = SOURCES[cfg.source].location(cfg) if cfg.source in SOURCES else None
     if loc is None:  # nothing to hash (load() reports the missing path); never Path(""), i.e. the cwd
         return hashlib.sha256(b"").hexdigest()[:16]
     files = sorted(p for p in loc.rglob("*") if p.is_file()) if loc.is_dir() else [loc]

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from transferlab.atomic import write_json
 from transferlab.backbones import backbone_class
-from transferlab.data.datamodules import read_split
+from transferlab.data.datamodules import read_split, split_file
 from transferlab.data.splits import SPLITS
 from transferlab.features import FeatureCache, content_key, item_digest
 from transferlab.inference import embed
@@ -21,7 +21,7 @@ from transferlab.provenance import code_version
 def data_hash(data_dir: Path) -> str:
     digest = hashlib.sha256()
     for split in SPLITS:
-        digest.update((data_dir / f"{split}.parquet").read_bytes())
+        digest.update(split_file(data_dir, split).read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -76,8 +76,7 @@ def amortised_seconds(backbone: DictConfig, extract: DictConfig, data_dirs: list
     known here (the store never measured a rate, or a data dir's splits are gone): a cache that is
     absent (a fresh clone, a queued experiment's copy) is not an extraction that cost 0 s."""
     facts_path = FeatureCache(cache_root).store(backbone_key(backbone, extract)) / "meta.json"
-    splits = [Path(d) / f"{s}.parquet" for d in set(data_dirs) for s in SPLITS]
-    if not facts_path.is_file() or not all(path.is_file() for path in splits):
+    if not facts_path.is_file() or not all(split_file(d, s).is_file() for d in set(data_dirs) for s in SPLITS):
         return None
     column = backbone_class(backbone).input_column
     distinct = {item_digest(x) for d in set(data_dirs) for s in SPLITS for x in read_split(d, s)[column]}
